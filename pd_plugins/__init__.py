@@ -1,0 +1,75 @@
+"""pd_plugins: dataset distillation with pruning first.
+
+Pruners, distillers, datasets, models, augmentations, evaluators and generators are
+pluggy plugins. Importing this package is cheap: torch is only imported by the
+strategies themselves, when they run.
+"""
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from .hookspecs import hookimpl  # noqa: E402
+from .errors import (  # noqa: E402
+    PdPluginsError,
+    UnknownNameError,
+    RegistryError,
+    PluginLoadError,
+    OptionsError,
+    StrategyError,
+    DataError,
+)
+from .strategies import Pruner, ScorePruner, Distiller  # noqa: E402
+
+
+def get_registry(kind: str):
+    """The registry of one kind ("pruner", "distiller", ...), with all plugins loaded."""
+    from .plugins import registries
+
+    return registries()[kind]
+
+
+def list_pruners() -> list[str]:
+    return get_registry("pruner").names()
+
+
+def list_distillers() -> list[str]:
+    return get_registry("distiller").names()
+
+
+def get_pruner(name: str, **options):
+    """Instantiate the pruner ``name`` with typed ``options``."""
+    return get_registry("pruner").create(name, options)
+
+
+def get_distiller(name: str, **options):
+    """Instantiate the distiller ``name`` with typed ``options``."""
+    return get_registry("distiller").create(name, options)
+
+
+def run(config, **kwargs):
+    """Run a full pipeline from a :class:`RunConfig` (see :mod:`pd_plugins.runner`)."""
+    from .runner import run as _run
+
+    return _run(config, **kwargs)
+
+
+__all__ = [
+    "__version__",
+    "hookimpl",
+    "Pruner",
+    "ScorePruner",
+    "Distiller",
+    "get_registry",
+    "get_pruner",
+    "get_distiller",
+    "list_pruners",
+    "list_distillers",
+    "run",
+    "PdPluginsError",
+    "UnknownNameError",
+    "RegistryError",
+    "PluginLoadError",
+    "OptionsError",
+    "StrategyError",
+    "DataError",
+]

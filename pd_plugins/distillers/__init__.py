@@ -1,0 +1,1 @@
+"""Built-in distillers: one module per method."""

@@ -1,0 +1,49 @@
+"""Exception hierarchy. The CLI prints any :class:`PdPluginsError` as one line and exits 1."""
+from __future__ import annotations
+
+
+class PdPluginsError(Exception):
+    """Base class of every expected failure; ``exit_code`` is what the CLI returns."""
+
+    exit_code = 1
+
+
+class UnknownNameError(PdPluginsError, LookupError):
+    """A strategy, dataset or model name that no plugin registered."""
+
+
+class RegistryError(PdPluginsError):
+    """Two plugins registered the same name, or a registration was malformed."""
+
+
+class PluginLoadError(PdPluginsError):
+    """A plugin failed to import or register (fatal only under ``PD_STRICT_PLUGINS=1``)."""
+
+    exit_code = 3
+
+
+class OptionsError(PdPluginsError, ValueError):
+    """An unknown option key, or a value that does not coerce to the option's type."""
+
+
+class DataError(PdPluginsError, ValueError):
+    """Missing, malformed or inconsistent input data, checkpoints or caches."""
+
+
+class StrategyError(PdPluginsError):
+    """A strategy failed while running; wraps the original exception."""
+
+
+class DivergenceError(StrategyError):
+    """A distillation produced a non-finite loss or learning rate.
+
+    ``state`` holds the last finite synthetic set so it can still be saved.
+    """
+
+    def __init__(self, message: str, state=None):
+        super().__init__(message)
+        self.state = state
+
+
+class StageExistsError(PdPluginsError):
+    """An artifact already exists and ``--overwrite`` was not given."""

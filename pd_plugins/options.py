@@ -1,0 +1,222 @@
+"""Typed strategy options.
+
+Every strategy has an ``Options`` dataclass. Values arrive as strings from ``-P KEY=VALUE``
+or as YAML/TOML/JSON values from config files; :func:`coerce` turns them into the
+dataclass's types and rejects unknown keys, listing the valid ones. Function factories
+(models, datasets, augmentations) get an ``Options`` class derived from their keyword-only
+parameters by :func:`options_from_signature`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import json
+import typing
+from typing import Any, Literal, Mapping, Optional, Union, get_args, get_origin
+
+from .errors import OptionsError
+
+
+def option(default: Any, help: str = "", **kw) -> Any:
+    """A dataclass field with a help string shown by ``pd-run show``."""
+    if isinstance(default, (list, dict, set)):
+        return dataclasses.field(default_factory=lambda: type(default)(default), metadata={"help": help}, **kw)
+    return dataclasses.field(default=default, metadata={"help": help}, **kw)
+
+
+def _resolved_types(cls) -> dict[str, Any]:
+    try:
+        return typing.get_type_hints(cls)
+    except Exception:  # pragma: no cover - unresolvable forward refs
+        return {f.name: f.type for f in dataclasses.fields(cls)}
+
+
+def _parse_bool(text: str) -> bool:
+    t = text.strip().lower()
+    if t in ("1", "true", "yes", "on", "y"):
+        return True
+    if t in ("0", "false", "no", "off", "n"):
+        return False
+    raise ValueError(f"not a boolean: {text!r} (use true/false)")
+
+
+def _coerce_value(value: Any, tp: Any) -> Any:
+    origin = get_origin(tp)
+    args = get_args(tp)
+    if tp is Any:
+        return value
+    if origin is Union:
+        non_none = [a for a in args if a is not type(None)]
+        if value is None or (isinstance(value, str) and value.strip().lower() in ("none", "null", "")):
+            if type(None) in args:
+                return None
+        errors = []
+        for a in non_none:
+            try:
+                return _coerce_value(value, a)
+            except (ValueError, TypeError) as exc:
+                errors.append(str(exc))
+        raise ValueError("; ".join(errors))
+    if origin is Literal:
+        for choice in args:
+            if value == choice or (isinstance(value, str) and str(choice) == value):
+                return choice
+        raise ValueError(f"must be one of {', '.join(map(str, args))}")
+    if origin in (tuple, list):
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("[") or text.startswith("("):
+                text = "[" + text[1:-1] + "]"
+                value = json.loads(text)
+            else:
+                value = [v for v in text.split(",") if v.strip() != ""]
+        if not isinstance(value, (list, tuple)):
+            raise ValueError(f"expected a list, got {value!r}")
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            if len(value) != len(args):
+                raise ValueError(f"expected {len(args)} values, got {len(value)}")
+            return tuple(_coerce_value(v, a) for v, a in zip(value, args))
+        inner = args[0] if args else Any
+        out = [_coerce_value(v, inner) for v in value]
+        return tuple(out) if origin is tuple else out
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str):
+            return _parse_bool(value)
+        if isinstance(value, int) and value in (0, 1):
+            return bool(value)
+        raise ValueError(f"not a boolean: {value!r}")
+    if tp is int:
+        if isinstance(value, bool):
+            raise ValueError(f"not an integer: {value!r}")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            text = value.strip()
+            try:
+                return int(text)
+            except ValueError:
+                f = float(text)
+                if f.is_integer():
+                    return int(f)
+        raise ValueError(f"not an integer: {value!r}")
+    if tp is float:
+        if isinstance(value, bool):
+            raise ValueError(f"not a number: {value!r}")
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"not a number: {value!r}") from None
+    if tp is str:
+        if isinstance(value, (dict, list)):
+            raise ValueError(f"not a string: {value!r}")
+        return str(value)
+    return value
+
+
+def coerce(cls, values: Optional[Mapping[str, Any]], *, what: str = "options"):
+    """Build ``cls`` from ``values``; unknown keys or bad values raise :class:`OptionsError`.
+
+    Keys may use ``-`` or ``_``; a value of ``None`` means "use the default".
+    """
+    values = dict(values or {})
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    types = _resolved_types(cls)
+    kwargs = {}
+    for raw_key, raw_value in values.items():
+        key = str(raw_key).replace("-", "_")
+        if key not in fields:
+            valid = ", ".join(sorted(fields)) or "(none)"
+            raise OptionsError(f"unknown option {raw_key!r} for {what}; valid options: {valid}")
+        if raw_value is None:
+            continue
+        try:
+            kwargs[key] = _coerce_value(raw_value, types.get(key, Any))
+        except (ValueError, TypeError, json.JSONDecodeError) as exc:
+            raise OptionsError(f"bad value {raw_value!r} for option {key!r} of {what}: {exc}") from None
+    try:
+        obj = cls(**kwargs)
+    except (ValueError, TypeError) as exc:
+        raise OptionsError(f"bad options for {what}: {exc}") from None
+    validate = getattr(obj, "validate", None)
+    if callable(validate):
+        try:
+            validate()
+        except (ValueError, TypeError) as exc:
+            raise OptionsError(f"bad options for {what}: {exc}") from None
+    return obj
+
+
+def as_dict(options) -> dict:
+    """Options dataclass to a JSON-able dict (tuples become lists)."""
+    return json.loads(json.dumps(dataclasses.asdict(options), default=str))
+
+
+def describe(cls) -> list[dict]:
+    """Rows of ``{name, type, default, help}`` for ``pd-run show``."""
+    types = _resolved_types(cls)
+    rows = []
+    for f in dataclasses.fields(cls):
+        if f.default is not dataclasses.MISSING:
+            default = f.default
+        elif f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+            default = f.default_factory()  # type: ignore[misc]
+        else:
+            default = None
+        rows.append(
+            {
+                "name": f.name,
+                "type": _type_name(types.get(f.name, Any)),
+                "default": default,
+                "help": f.metadata.get("help", ""),
+            }
+        )
+    return rows
+
+
+def _type_name(tp: Any) -> str:
+    origin = get_origin(tp)
+    if origin is Union:
+        return " | ".join(_type_name(a) for a in get_args(tp))
+    if origin is Literal:
+        return "{" + ",".join(map(str, get_args(tp))) + "}"
+    if origin in (tuple, list):
+        return f"{origin.__name__}[{', '.join(_type_name(a) for a in get_args(tp))}]"
+    if tp is type(None):
+        return "None"
+    return getattr(tp, "__name__", str(tp))
+
+
+def options_from_signature(fn, skip: tuple[str, ...] = ()) -> type:
+    """A frozen dataclass mirroring ``fn``'s keyword-only parameters (with defaults)."""
+    sig = inspect.signature(fn)
+    try:
+        hints = typing.get_type_hints(fn)
+    except Exception:  # pragma: no cover
+        hints = {}
+    specs = []
+    for p in sig.parameters.values():
+        if p.kind is not inspect.Parameter.KEYWORD_ONLY or p.name in skip:
+            continue
+        default = None if p.default is inspect.Parameter.empty else p.default
+        tp = hints.get(p.name, type(default) if default is not None else Any)
+        specs.append((p.name, tp, dataclasses.field(default=default)))
+    name = "".join(part.title() for part in getattr(fn, "__name__", "factory").split("_")) + "Options"
+    return dataclasses.make_dataclass(name, specs, frozen=True)
+
+
+def parse_key_values(pairs, *, flag: str) -> dict[str, str]:
+    """``["a=1", "b=x"]`` -> ``{"a": "1", "b": "x"}``; a pair without ``=`` is an error."""
+    out: dict[str, str] = {}
+    for pair in pairs or ():
+        if "=" not in pair:
+            raise OptionsError(f"{flag} expects KEY=VALUE, got {pair!r}")
+        key, value = pair.split("=", 1)
+        key = key.strip()
+        if not key:
+            raise OptionsError(f"{flag} expects KEY=VALUE, got {pair!r}")
+        out[key.replace("-", "_")] = value
+    return out

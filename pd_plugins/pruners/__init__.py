@@ -1,0 +1,1 @@
+"""Built-in pruners: one module per method."""

@@ -1,0 +1,115 @@
+"""Base classes of the strategies plugins provide.
+
+A strategy is a class with a kebab-case ``name``, an ``Options`` dataclass (paper defaults)
+and optional ``budgets``: named, scaled-down option overrides (e.g. ``"quick"`` for the
+embedded digits set). The host resolves options as paper defaults < budget < user values
+and records the result in the run's ``config.json``.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import TYPE_CHECKING, Any, ClassVar, Optional
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+    from .context import RunContext
+    from .types import DistillResult, ImageDataset, PruneResult
+
+
+@dataclasses.dataclass(frozen=True)
+class NoOptions:
+    """A strategy without options."""
+
+
+class Strategy:
+    """Common part of pruners, distillers and evaluators."""
+
+    name: ClassVar[str] = ""
+    Options: ClassVar[type] = NoOptions
+    budgets: ClassVar[dict[str, dict[str, Any]]] = {}
+
+    def __init__(self, options=None):
+        self.options = options if options is not None else self.Options()
+
+    @classmethod
+    def resolve_options(cls, values: Optional[dict] = None, budget: Optional[str] = None):
+        """Paper defaults, then the budget's overrides, then ``values`` (user wins)."""
+        from .options import coerce
+
+        merged = dict(cls.budgets.get(budget or "", {}))
+        merged.update({k.replace("-", "_"): v for k, v in (values or {}).items()})
+        return coerce(cls.Options, merged, what=f"{cls.kind()} {cls.name!r}")
+
+    @classmethod
+    def kind(cls) -> str:
+        return "strategy"
+
+
+class Pruner(Strategy):
+    """Selects a subset of a dataset: ``prune(data, keep, ctx) -> PruneResult``."""
+
+    @classmethod
+    def kind(cls) -> str:
+        return "pruner"
+
+    def prune(self, data: "ImageDataset", keep: float, ctx: "RunContext") -> "PruneResult":
+        raise NotImplementedError
+
+
+class ScorePruner(Pruner):
+    """A pruner that scores every sample, then selects per class (or globally).
+
+    Subclasses implement :meth:`score` (and usually :meth:`score_key` for caching) and
+    :meth:`selection`, which returns the selector settings for the shared selection step.
+    """
+
+    def score(self, data: "ImageDataset", ctx: "RunContext") -> "torch.Tensor":
+        raise NotImplementedError
+
+    def selection(self, keep: float) -> dict:
+        """Keyword arguments for :func:`pd_plugins.selection.select` (direction, window, ...)."""
+        return {"keep": keep, "direction": "easy", "balanced": True}
+
+    def prune(self, data: "ImageDataset", keep: float, ctx: "RunContext") -> "PruneResult":
+        from .selection import select
+        from .types import PruneResult
+        from .options import as_dict
+
+        scores = self.score(data, ctx)
+        sel = self.selection(keep)
+        kept, meta = select(scores, data.hard_labels, data.num_classes, **sel)
+        return PruneResult(keep=kept, scores=scores.float().cpu(), pruner=self.name, options=as_dict(self.options), meta=meta)
+
+
+class Distiller(Strategy):
+    """Builds a synthetic set: ``distill(data, ipc, ctx, init_pool) -> DistillResult``.
+
+    ``data`` is the real pool the distiller matches against; ``init_pool`` is where real
+    initial images are drawn from (the pruned set in both pipeline modes; it equals
+    ``data`` in the default ``pool`` mode).
+    """
+
+    @classmethod
+    def kind(cls) -> str:
+        return "distiller"
+
+    def distill(
+        self,
+        data: "ImageDataset",
+        ipc: int,
+        ctx: "RunContext",
+        init_pool: Optional["ImageDataset"] = None,
+    ) -> "DistillResult":
+        raise NotImplementedError
+
+
+class Evaluator(Strategy):
+    """Trains fresh networks on a set and tests them: ``evaluate(train, test, ctx, lr=None)``."""
+
+    @classmethod
+    def kind(cls) -> str:
+        return "evaluator"
+
+    def evaluate(self, train: "ImageDataset", test: "ImageDataset", ctx: "RunContext", *, lr=None, model=None, repeats=1):
+        raise NotImplementedError

@@ -1,0 +1,56 @@
+"""Shared fixtures. Third-party plugins installed in the environment are not loaded
+(PD_LOAD_PLUGINS=""), so tests see only the built-ins plus what they register."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+os.environ.setdefault("PD_LOAD_PLUGINS", "")
+os.environ.pop("PD_STRICT_PLUGINS", None)
+
+import pytest  # noqa: E402
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _threads():
+    import torch
+
+    torch.set_num_threads(min(2, os.cpu_count() or 1))
+    yield
+
+
+@pytest.fixture
+def host():
+    """A fresh plugin host with only the built-ins, installed as the process host."""
+    from pd_plugins import plugins
+
+    old = plugins._host
+    h = plugins.Host(load_entrypoints=False)
+    plugins.set_host(h)
+    try:
+        yield h
+    finally:
+        plugins.set_host(old)
+
+
+@pytest.fixture(scope="session")
+def digits_splits():
+    from pd_plugins.datasets import digits
+
+    return digits(None)
+
+
+@pytest.fixture
+def ctx(tmp_path):
+    from pd_plugins.context import RunContext
+
+    return RunContext(seed=0, device="cpu", work_dir=tmp_path, stage="test")
+
+
+def shared_file(name: str) -> Path:
+    path = SHARED_DATA / name
+    if not path.exists():
+        pytest.skip(f"shared data file {path} not available")
+    return path
