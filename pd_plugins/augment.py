@@ -42,6 +42,7 @@ import math
 from dataclasses import dataclass, field
 
 import torch
+import torch.nn.functional as F
 from kornia.enhance import adjust_brightness
 from kornia.geometry.transform import get_rotation_matrix2d, hflip, warp_affine
 
@@ -312,31 +313,38 @@ class DSA(Augmenter):
     @staticmethod
     def _color(x: torch.Tensor, v: dict[str, torch.Tensor]) -> torch.Tensor:
         dt = x.dtype
+        s = v["saturation"].to(dt).view(-1, 1, 1, 1)
+        c = v["contrast"].to(dt).view(-1, 1, 1, 1)
         # brightness: x + (U - 0.5) * brightness  (kornia, no clipping)
         x = adjust_brightness(x, v["brightness"].to(dt), clip_output=False)
-        # saturation: per-pixel mean over channels is kept
+        # saturation (x - m) * s + m, m = per-pixel mean over channels, written as
+        # x * s + m * (1 - s) so only one full-size tensor is allocated
         m = x.mean(dim=1, keepdim=True)
-        x = (x - m) * v["saturation"].to(dt).view(-1, 1, 1, 1) + m
-        # contrast: per-sample mean over C, H, W is kept. Reduced one axis at a time so the
-        # summation order never depends on the batch size (a single (1, 2, 3) reduction of a
-        # batch of one large image is split across threads, breaking siamese bit-identity).
+        x = torch.addcmul(m * (1 - s), x, s)
+        # contrast (x - m) * c + m, m = per-sample mean over C, H, W. Reduced one axis at a
+        # time so the summation order never depends on the batch size (a single (1, 2, 3)
+        # reduction of a batch of one large image is split across threads, which would
+        # break siamese bit-identity).
         m = x.mean(dim=-1).mean(dim=-1).mean(dim=-1).view(-1, 1, 1, 1)
-        return (x - m) * v["contrast"].to(dt).view(-1, 1, 1, 1) + m
+        return torch.addcmul(m * (1 - c), x, c)
 
     def _crop(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape
         shifts = self.crop_shifts(u, h, w)  # (P, 2) long: (dx, dy)
+        if shifts.shape[0] == 1:
+            # shared: constant padding with negative amounts = exact integer shift, zero fill
+            dx, dy = (int(t) for t in shifts[0].tolist())
+            if dx == 0 and dy == 0:
+                return x
+            return F.pad(x, (dx, -dx, dy, -dy))
+        # per sample: zero-pad by the largest shift, then gather each sample's window
         sx, sy = _half_round(self.crop * w), _half_round(self.crop * h)
-        if sx == 0 and sy == 0:
-            return x
-        # zero-pad, then gather the shifted window: exact integer translation, zero fill
-        padded = torch.nn.functional.pad(x, (sx, sx, sy, sy))
-        rows = torch.arange(h, device=x.device) + sy - shifts[:, 1:2]  # (P, H)
-        cols = torch.arange(w, device=x.device) + sx - shifts[:, 0:1]  # (P, W)
-        rows = rows.view(-1, 1, h, 1).expand(b, c, h, w + 2 * sx)
-        out = torch.gather(padded, 2, rows)
-        cols = cols.view(-1, 1, 1, w).expand(b, c, h, w)
-        return torch.gather(out, 3, cols)
+        wp = w + 2 * sx
+        padded = F.pad(x, (sx, sx, sy, sy)).flatten(2)  # (B, C, (H+2sy)*(W+2sx))
+        rows = torch.arange(h, device=x.device) + sy - shifts[:, 1:2].to(x.device)  # (B, H)
+        cols = torch.arange(w, device=x.device) + sx - shifts[:, 0:1].to(x.device)  # (B, W)
+        idx = (rows[:, :, None] * wp + cols[:, None, :]).view(b, 1, h * w).expand(b, c, h * w)
+        return torch.gather(padded, 2, idx).view(b, c, h, w)
 
     def _cutout(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         _, _, h, w = x.shape

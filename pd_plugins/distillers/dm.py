@@ -12,14 +12,57 @@ from typing import Literal
 
 import torch
 
+from ..objectives import Objective, distill_pixels
 from ..options import as_dict, option
 from ..strategies import Distiller
-from ..synthetic import RealPool, class_major_labels, initial_images, iterate
-from ..types import DistillResult
+from ..synthetic import RealPool
 
 
-def has_batchnorm(net: torch.nn.Module) -> bool:
-    return any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in net.modules())
+class DMObjective(Objective):
+    """Sum over classes of ||mean embed(real_c) - mean embed(syn_c)||^2 under a fresh frozen net."""
+
+    def __init__(self, batch_real: int = 256, augment: bool = True, runtime_prune: float = 0.0):
+        self.batch_real = batch_real
+        self.augment = augment
+        self.runtime_prune = runtime_prune
+
+    def setup(self, data, ipc, labels, ctx):
+        self.ctx = ctx
+        self.data = data
+        self.ipc = ipc
+        self.pool = RealPool(data, ctx.device)
+        self.aug = ctx.make_augmenter(data) if self.augment else None
+        self.filter = None
+        if self.runtime_prune > 0:
+            from ..runtime_prune import RuntimePrune
+
+            self.filter = RuntimePrune(self.runtime_prune)
+
+    def begin_iteration(self, it):
+        with self.ctx.fork_rng("dm-net", it):
+            net = self.ctx.make_model(self.data.channels, self.data.num_classes, self.data.im_size)
+        net.train()
+        for p in net.parameters():
+            p.requires_grad_(False)
+        self.net = net
+        self.g = self.ctx.generator("dm-iter", it)
+
+    def loss(self, images, it, step):
+        ctx, ipc = self.ctx, self.ipc
+        loss = images.new_zeros(())
+        for c in range(self.data.num_classes):
+            real = self.pool.sample(c, self.batch_real, self.g)
+            syn = images[c * ipc:(c + 1) * ipc]
+            if self.aug is not None:
+                real, syn = self.aug.pair(real, syn, self.g)
+            with torch.no_grad(), ctx.autocast():
+                if self.filter is not None:
+                    real = self.filter(self.net, real, c)
+                emb_real = self.net.embed(real).float().mean(0)
+            with ctx.autocast():
+                emb_syn = self.net.embed(syn).float().mean(0)
+            loss = loss + ((emb_real - emb_syn) ** 2).sum()
+        return loss, {}
 
 
 class DM(Distiller):
@@ -47,64 +90,14 @@ class DM(Distiller):
             if not 0.0 <= self.runtime_prune < 1.0:
                 raise ValueError("runtime_prune must be in [0, 1)")
 
-    budgets = {"quick": {"iterations": 300, "lr_img": 1.0}}
+    budgets = {"quick": {"iterations": 200, "batch_real": 64}}
+
+    def objective(self) -> DMObjective:
+        o = self.options
+        return DMObjective(batch_real=o.batch_real, augment=o.augment, runtime_prune=o.runtime_prune)
 
     def distill(self, data, ipc, ctx, init_pool=None):
-        opts = self.options
-        init_pool = init_pool if init_pool is not None else data
-        device = ctx.device
-        pool = RealPool(data, device)
-        k = data.num_classes
-        images = initial_images(init_pool, ipc, opts.init, ctx.generator("dm-init"), device).requires_grad_(True)
-        labels = class_major_labels(k, ipc)
-        opt = torch.optim.SGD([images], lr=opts.lr_img, momentum=opts.momentum)
-        aug = ctx.make_augmenter(data) if opts.augment else None
-        filt = None
-        if opts.runtime_prune > 0:
-            from ..runtime_prune import RuntimePrune
-
-            filt = RuntimePrune(opts.runtime_prune)
-
-        def step(it: int) -> dict:
-            g = ctx.generator("dm-iter", it)
-            with ctx.fork_rng("dm-net", it):
-                net = ctx.make_model(data.channels, k, data.im_size)
-            net.train()
-            for p in net.parameters():
-                p.requires_grad_(False)
-            loss = images.new_zeros(())
-            for c in range(k):
-                real = pool.sample(c, opts.batch_real, g)
-                syn = images[c * ipc:(c + 1) * ipc]
-                if aug is not None:
-                    real, syn = aug.pair(real, syn, g)
-                with torch.no_grad(), ctx.autocast():
-                    if filt is not None:
-                        real = filt(net, real, c)
-                    emb_real = net.embed(real).float().mean(0)
-                with ctx.autocast():
-                    emb_syn = net.embed(syn).float().mean(0)
-                loss = loss + ((emb_real - emb_syn) ** 2).sum()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            return {"loss": loss.detach() / k}
-
-        def get_state():
-            return {"images": images.detach().cpu().clone(), "opt": opt.state_dict()}
-
-        def set_state(state):
-            with torch.no_grad():
-                images.copy_(state["images"].to(device))
-            opt.load_state_dict(state["opt"])
-
-        history = iterate(ctx, opts.iterations, step, get_state, set_state, desc="dm", log_every=opts.log_every)
-        return DistillResult(
-            images=images.detach().cpu(),
-            labels=labels,
-            ipc=ipc,
-            distiller=self.name,
-            options=as_dict(opts),
-            history=history,
-            source=data.fingerprint(),
-        )
+        o = self.options
+        return distill_pixels(self.objective(), data, init_pool if init_pool is not None else data, ipc, ctx,
+                              name=self.name, iterations=o.iterations, lr_img=o.lr_img, momentum=o.momentum,
+                              init=o.init, log_every=o.log_every, options=as_dict(o))
