@@ -188,8 +188,12 @@ class DSA(Augmenter):
             )
         if not tokens:
             raise ValueError(f"empty DSA strategy {strategy!r}; valid tokens: {', '.join(VALID_TOKENS)}")
-        if scale < 1.0:
-            raise ValueError(f"scale must be >= 1, got {scale}")
+        if not 1.0 <= scale < math.inf:
+            raise ValueError(f"scale must be finite and >= 1, got {scale}")
+        if not 0.0 <= crop < 1.0:
+            raise ValueError(f"crop must be in [0, 1), got {crop}")
+        if not 0.0 <= cutout <= 1.0:
+            raise ValueError(f"cutout must be in [0, 1], got {cutout}")
         for k, v in (("rotate", rotate), ("crop", crop), ("cutout", cutout), ("brightness", brightness),
                      ("saturation", saturation), ("contrast", contrast)):
             if v < 0 or not math.isfinite(v):
@@ -295,7 +299,8 @@ class DSA(Augmenter):
         p = params.batch
         if p not in (1, x.shape[0]):
             raise ValueError(f"params for batch {p} cannot apply to a batch of {x.shape[0]}")
-        v = {k: t.to(x.device) for k, t in params.values.items()}
+        # crop/cutout/flip decide on the (CPU) params without a device sync; the rest move them
+        v = params.values
         if op == "color":
             return self._color(x, v)
         if op == "crop":
@@ -312,11 +317,11 @@ class DSA(Augmenter):
 
     @staticmethod
     def _color(x: torch.Tensor, v: dict[str, torch.Tensor]) -> torch.Tensor:
-        dt = x.dtype
-        s = v["saturation"].to(dt).view(-1, 1, 1, 1)
-        c = v["contrast"].to(dt).view(-1, 1, 1, 1)
+        dev, dt = x.device, x.dtype
+        s = v["saturation"].to(dev, dt).view(-1, 1, 1, 1)
+        c = v["contrast"].to(dev, dt).view(-1, 1, 1, 1)
         # brightness: x + (U - 0.5) * brightness  (kornia, no clipping)
-        x = adjust_brightness(x, v["brightness"].to(dt), clip_output=False)
+        x = adjust_brightness(x, v["brightness"].to(dev, dt), clip_output=False)
         # saturation (x - m) * s + m, m = per-pixel mean over channels, written as
         # x * s + m * (1 - s) so only one full-size tensor is allocated
         m = x.mean(dim=1, keepdim=True)
@@ -348,7 +353,7 @@ class DSA(Augmenter):
 
     def _cutout(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         _, _, h, w = x.shape
-        box = self.cutout_boxes(u, h, w)  # (P, 4)
+        box = self.cutout_boxes(u, h, w).to(x.device)  # (P, 4)
         ys = torch.arange(h, device=x.device)
         xs = torch.arange(w, device=x.device)
         in_y = (ys >= box[:, 1:2]) & (ys < box[:, 3:4])  # (P, H)
@@ -360,7 +365,7 @@ class DSA(Augmenter):
     def _flip(x: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
         if flip.shape[0] == 1:  # shared: one decision for the whole batch
             return hflip(x) if bool(flip[0]) else x
-        return torch.where(flip.view(-1, 1, 1, 1), hflip(x), x)
+        return torch.where(flip.to(x.device).view(-1, 1, 1, 1), hflip(x), x)
 
     @staticmethod
     def _warp(x: torch.Tensor, angle: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
@@ -369,7 +374,7 @@ class DSA(Augmenter):
         dt = x.dtype
         p = angle.shape[0]
         center = torch.tensor([(w - 1) / 2.0, (h - 1) / 2.0], device=x.device, dtype=dt).expand(p, 2)
-        m = get_rotation_matrix2d(center, angle.to(dt), scale.to(dt))  # (P, 2, 3), pixel coords
+        m = get_rotation_matrix2d(center, angle.to(x.device, dt), scale.to(x.device, dt))  # (P, 2, 3), pixel coords
         return warp_affine(x, m, (h, w), mode="bilinear", padding_mode="zeros", align_corners=True)
 
     def _scale(self, x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import inspect
 import json
-import math
 
 import pytest
 import torch
@@ -57,6 +56,9 @@ def test_unknown_token_raises_naming_valid_tokens():
     assert "blur" in msg and all(t in msg for t in VALID_TOKENS)
     with pytest.raises(ValueError):
         dsa(strategy="")
+    for bad in ({"crop": 1.0}, {"scale": 0.9}, {"cutout": 1.5}, {"rotate": -1.0}):
+        with pytest.raises(ValueError):
+            dsa(**bad)
 
 
 def test_explicit_generator_required(real):
