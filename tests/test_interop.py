@@ -201,7 +201,8 @@ def test_rejects_bad_subset_files(tmp_path, content, words):
     sub = tmp_path / "s.csv"
     sub.write_text(content)
     out = tmp_path / "run"
-    assert_rejected(["run", "--subset", str(sub), "--distiller", "none", "--evaluator", "none", "--out", str(out), "--budget", "paper",
+    assert_rejected(["run", "--subset", str(sub), "--distiller", "none", "--evaluator", "none", "--out", str(out),
+                     "--budget", "paper",
                      "--no-progress"], out, words)
 
 
