@@ -283,8 +283,7 @@ def _from_mapping(obj, names, lr, path: Path) -> SyntheticSet:
     check_tensors(images, labels, str(path))
     if not isinstance(names, (list, tuple)) or not all(isinstance(n, str) for n in names):
         raise DataError(f"{path}: 'class_names' must be a list of strings")
-    if lr is not None and (not isinstance(lr, (int, float)) or not math.isfinite(float(lr)) or float(lr) <= 0):
-        raise DataError(f"{path}: 'syn_lr' must be a positive finite number, got {lr!r}")
+    lr = _syn_lr(lr, path)
     mean, std = _stats(obj.get("mean"), "mean", path), _stats(obj.get("std"), "std", path)
     if (mean is None) != (std is None):
         raise DataError(f"{path}: give both 'mean' and 'std' or neither")
@@ -292,7 +291,20 @@ def _from_mapping(obj, names, lr, path: Path) -> SyntheticSet:
         raise DataError(f"{path}: 'std' must be positive")
     return SyntheticSet(images=images.float(), labels=labels.long() if labels.dim() == 1 else labels,
                         mean=mean or (), std=std or (), class_names=tuple(names),
-                        lr=None if lr is None else float(lr))
+                        lr=lr)
+
+
+def _syn_lr(value, path) -> Optional[float]:
+    """A learned lr (number or one-element tensor) as a positive float, or None."""
+    import torch
+
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        value = value.item()
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise DataError(f"{path}: 'syn_lr' must be a positive finite number, got {value!r}")
+    return float(value)
 
 
 def read_imagefolder(root: Path, like) -> SyntheticSet:
@@ -346,9 +358,8 @@ def read_imagefolder(root: Path, like) -> SyntheticSet:
     std = tuple(like.std) if c == like.channels else tuple([1.0] * c)
     m = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
     s = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
-    lr = meta.get("syn_lr")
     return SyntheticSet(images=(pixels - m) / s, labels=torch.tensor(labels, dtype=torch.long), mean=mean, std=std,
-                        class_names=tuple(like.class_names), lr=None if lr is None else float(lr))
+                        class_names=tuple(like.class_names), lr=_syn_lr(meta.get("syn_lr"), root / "dataset.json"))
 
 
 def detect_format(path: Path) -> str:

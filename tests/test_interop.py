@@ -266,3 +266,12 @@ def test_failed_write_leaves_nothing(tmp_path, train, monkeypatch):
     with pytest.raises(OSError):
         export_distilled("unused", ["pt", "safetensors"], tmp_path / "multi")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_syn_lr_as_tensor_is_read_and_a_bad_one_refused(tmp_path, train):
+    syn = make_set(train)
+    torch.save({"images": syn.images, "labels": syn.labels, "syn_lr": torch.tensor(0.05)}, tmp_path / "t.pt")
+    back, _ = read_synthetic(tmp_path / "t.pt", train)
+    assert back.lr == pytest.approx(0.05) and back.mean == tuple(train.mean)
+    torch.save({"images": syn.images, "labels": syn.labels, "syn_lr": -1.0}, tmp_path / "b.pt")
+    assert_rejected(eval_args(tmp_path / "b.pt", tmp_path / "out"), tmp_path / "out", ["syn_lr"])
