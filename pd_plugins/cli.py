@@ -299,16 +299,49 @@ def config_cmd(ctx, **params):
     click.echo(json.dumps(run.config_json(), indent=2, default=str))
 
 
+IMPORT_FLAGS = ("images", "dataset", "data_root", "dataset_option", "model", "model_option", "evaluator",
+                "evaluator_option", "eval_repeats", "budget", "seed", "device", "out")
+
+
 @cli.command("eval")
-@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.argument("run_dir", type=click.Path(file_okay=False), required=False)
+@click.option("--images", default=None, type=click.Path(),
+              help="evaluate an outside distilled set instead: an image folder, a .pt or a .safetensors.")
+@click.option("--dataset", default="digits", show_default=True, help="with --images: the dataset it was distilled from.")
+@click.option("--data-root", default=None, help="with --images: local path of the dataset.")
+@click.option("--dataset-option", "dataset_option", multiple=True, metavar="KEY=VALUE", help="with --images: dataset option.")
+@click.option("--model", default="convnet", show_default=True, help="with --images: evaluation backbone.")
+@click.option("--model-option", "model_option", multiple=True, metavar="KEY=VALUE", help="with --images: backbone option.")
+@click.option("--evaluator", default="dsa-step", show_default=True, help="with --images: evaluation protocol.")
+@click.option("-E", "--evaluator-option", "evaluator_option", multiple=True, metavar="KEY=VALUE",
+              help="with --images: evaluator option.")
+@click.option("--eval-repeats", type=int, default=None, help="with --images: fresh networks trained.")
+@click.option("--budget", type=click.Choice(["auto", "paper", "quick"]), default="auto", show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:i].")
+@click.option("--out", default=None, help="with --images: directory for eval.json (default: runs/eval-<name>-...).")
 @click.option("--overwrite", is_flag=True, help="recompute a finished evaluation.")
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--no-progress", is_flag=True)
+@click.option("--traceback", is_flag=True, help="show the full traceback on errors.")
 @click.pass_context
-def eval_cmd(ctx, run_dir, overwrite, as_json, no_progress):
-    """Evaluate the distilled (or pruned) set of a run directory."""
+def eval_cmd(ctx, run_dir, overwrite, as_json, no_progress, traceback, **params):
+    """Evaluate the distilled (or pruned) set of a run directory, or an outside set (--images)."""
+    from click.core import ParameterSource
+
     from .runner import Run, load_run_config
 
+    ctx.meta["pd_traceback"] = traceback
+    if params["images"] is not None:
+        if run_dir is not None:
+            raise click.UsageError("give a RUN_DIR or --images, not both")
+        _print_summary(_eval_images(params, overwrite, no_progress), as_json)
+        return
+    if run_dir is None:
+        raise click.UsageError("give a RUN_DIR, or --images PATH with --dataset")
+    given = [k for k in IMPORT_FLAGS if ctx.get_parameter_source(k) not in (ParameterSource.DEFAULT, None)]
+    if given:
+        raise click.UsageError(f"--{given[0].replace('_', '-')} applies to --images only; a run directory keeps its config")
     cfg = load_run_config(run_dir)
     cfg.progress = not no_progress and sys.stderr.isatty()
     run = Run(cfg)
@@ -319,6 +352,54 @@ def eval_cmd(ctx, run_dir, overwrite, as_json, no_progress):
 
         atomic_write_json(run.manifest_path, man)
     _print_summary(run.execute(), as_json)
+
+
+def _eval_images(params: dict, overwrite: bool, no_progress: bool) -> dict:
+    """`pd-run eval --images`: evaluate an outside distilled set on a dataset's test split."""
+    from .interop import evaluate_images
+    from .options import parse_key_values
+    from .runner import RunConfig
+
+    images = Path(params["images"])
+    out = params["out"] or str(Path("runs") / f"eval-{images.stem or images.name}-{params['dataset']}-s{params['seed']}")
+    cfg = RunConfig(
+        dataset=params["dataset"], data_root=params["data_root"],
+        dataset_options=parse_key_values(params["dataset_option"], flag="--dataset-option"),
+        pruner="none", distiller="none", model=params["model"],
+        model_options=parse_key_values(params["model_option"], flag="--model-option"),
+        evaluator=params["evaluator"],
+        evaluator_options=parse_key_values(params["evaluator_option"], flag="--evaluator-option"),
+        eval_repeats=params["eval_repeats"], budget=params["budget"], seed=params["seed"], device=params["device"],
+        out=out, progress=not no_progress and sys.stderr.isatty(),
+    )
+    return evaluate_images(images, cfg, overwrite=overwrite)
+
+
+@cli.command("export")
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.option("--format", "formats", multiple=True, type=click.Choice(["imagefolder", "pt", "safetensors"]),
+              help="output format; repeat for several (then --to is a directory holding one output per format).")
+@click.option("--what", type=click.Choice(["distilled", "subset"]), default="distilled", show_default=True,
+              help="the distilled set, or the pruned subset (CSV/JSON of source indices, labels, scores).")
+@click.option("--to", "to", required=True, type=click.Path(), help="output file or directory.")
+@click.option("--overwrite", is_flag=True, help="replace an existing target.")
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--traceback", is_flag=True, help="show the full traceback on errors.")
+@click.pass_context
+def export_cmd(ctx, run_dir, formats, what, to, overwrite, as_json, traceback):
+    """Export a run's distilled set (ImageFolder / .pt / .safetensors) or its pruned subset."""
+    from .interop import export_distilled, export_subset
+
+    ctx.meta["pd_traceback"] = traceback
+    if not (Path(run_dir) / "config.json").exists():
+        raise DataError(f"{run_dir} is not a run directory (no config.json)")
+    if what == "subset":
+        if formats:
+            raise click.UsageError("--format applies to --what distilled; the subset format follows --to's suffix")
+        summary = export_subset(run_dir, to, overwrite=overwrite)
+    else:
+        summary = export_distilled(run_dir, formats, to, overwrite=overwrite)
+    _print_summary(summary, as_json)
 
 
 # ----------------------------------------------------------------------------------------

@@ -150,6 +150,8 @@ class Run:
         pruner_opts = None
         if cfg.subset and cfg.pruner != "none":
             raise OptionsError("--subset replaces the pruner; do not give both")
+        if cfg.subset and cfg.keep is not None and cfg.keep != 1.0:
+            raise OptionsError("--subset fixes the kept samples; do not give --keep")
         if cfg.pruner != "none":
             pruner_cls = regs["pruner"].load(cfg.pruner)
             pruner_opts = pruner_cls.resolve_options(cfg.pruner_options, budget)
@@ -187,6 +189,7 @@ class Run:
         self.distiller = distiller_cls(distiller_opts) if distiller_cls else None
         self.evaluator = evaluator_cls(eval_opts) if evaluator_cls else None
         self.device = resolve_device(cfg.device)
+        extra = {"subset": {"file": str(cfg.subset), "sha256": self._subset_hash()}} if cfg.subset else {}
         return {
             "budget": budget,
             "keep": float(keep),
@@ -197,6 +200,7 @@ class Run:
             "pruner_options": as_dict(pruner_opts) if pruner_opts is not None else None,
             "distiller_options": as_dict(distiller_opts) if distiller_opts is not None else None,
             "evaluator_options": as_dict(eval_opts) if eval_opts is not None else None,
+            **extra,
         }
 
     def config_json(self) -> dict:
@@ -232,6 +236,8 @@ class Run:
             return None
         from .io import file_sha256
 
+        if not Path(self.cfg.subset).is_file():
+            raise DataError(f"subset file not found: {self.cfg.subset}")
         return file_sha256(self.cfg.subset)
 
     # -- run directory ---------------------------------------------------------------
@@ -450,6 +456,10 @@ class Run:
 
         stages = tuple(s for s in stages if not (s == "distill" and self.distiller is None)
                        and not (s == "eval" and self.evaluator is None))
+        if self.cfg.subset:  # a bad subset file fails before the run directory is created
+            from .subset import read_subset
+
+            read_subset(self.cfg.subset, self.data().train)
         self.prepare_dir(stages)
         torch.manual_seed(self.cfg.seed)
         ctx = self.context("run")

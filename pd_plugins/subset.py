@@ -21,16 +21,23 @@ def read_indices(path) -> list[int]:
                 obj = obj.get("source_index", obj.get("indices"))
             if not isinstance(obj, list):
                 raise DataError(f"subset file {path}: expected a list of indices or an object with 'source_index'")
-            return [int(v) for v in obj]
+            bad = [v for v in obj if isinstance(v, bool) or not isinstance(v, int)]
+            if bad:
+                raise DataError(f"subset file {path}: indices must be integers, got {bad[0]!r}")
+            return list(obj)
         with open(path, newline="") as fh:
             rows = list(csv.reader(fh))
         if not rows:
             raise DataError(f"subset file {path} is empty")
         header = [h.strip().lower() for h in rows[0]]
         col = next((header.index(n) for n in ("source_index", "index") if n in header), None)
-        body = rows[1:] if col is not None or not header[0].lstrip("-").isdigit() else rows
+        body = rows[1:] if col is not None or not header[0].strip().lstrip("-").isdigit() else rows
         col = col or 0
-        return [int(r[col]) for r in body if r]
+        return [int(r[col].strip()) for r in body if any(c.strip() for c in r)]
+    except DataError:
+        raise
+    except IndexError:
+        raise DataError(f"subset file {path} is malformed: a row has too few columns") from None
     except (ValueError, json.JSONDecodeError) as exc:
         raise DataError(f"subset file {path} is malformed: {exc}") from None
 
@@ -46,7 +53,10 @@ def read_subset(path, train):
     if not wanted:
         raise DataError(f"subset file {path} lists no indices")
     if len(set(wanted)) != len(wanted):
-        raise DataError(f"subset file {path} lists duplicated indices")
+        from collections import Counter
+
+        dup = next(w for w, n in Counter(wanted).items() if n > 1)
+        raise DataError(f"subset file {path} lists duplicated indices (e.g. {dup})")
     lookup = {int(s): i for i, s in enumerate(train.index.tolist())}
     missing = [w for w in wanted if w not in lookup]
     if missing:
