@@ -360,6 +360,9 @@ class Run:
             "keep": result.keep, "source_index": train.index[result.keep], "scores": result.scores,
             "pruner": result.pruner, "options": result.options, "meta": result.meta, "fingerprint": fp,
         }, path)
+        from .prune_report import write_prune_report
+
+        write_prune_report(self.out, train, result)
         self._mark_done("prune", fp)
         self.host.pm.hook.on_stage_end(stage="prune", result=result, context=ctx)
         return result
