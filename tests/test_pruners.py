@@ -9,7 +9,7 @@ import torch
 from pd_plugins.errors import DataError, OptionsError
 from pd_plugins.selection import class_kl, select
 
-TINY = {"scorer_options": {"width": 8}, "batch": 64, "augment": False}
+TINY = {"scorer_options": {"width": 8, "depth": 2}, "batch": 64, "augment": False}
 
 
 def _labels(per_class=(20, 20, 20)):
@@ -112,14 +112,14 @@ def test_all_four_registered(host):
 # -- the scoring path ---------------------------------------------------------------------------
 @pytest.fixture
 def small(digits_splits):
-    return digits_splits.train.subset(torch.arange(300))
+    return digits_splits.train.subset(torch.arange(120))
 
 
 def test_statistics_match_their_definitions(small, ctx):
     from pd_plugins.scoring import sample_statistic
 
     with ctx.fork_rng("net"):
-        net = ctx.make_model(small.channels, small.num_classes, small.im_size, name="convnet", width=8)
+        net = ctx.make_model(small.channels, small.num_classes, small.im_size, name="convnet", width=8, depth=2)
     loss = sample_statistic(net, small, ctx, "loss", batch=256)
     el2n = sample_statistic(net, small, ctx, "el2n", batch=256)
     with torch.no_grad():
@@ -196,14 +196,14 @@ def test_scores_are_seeded_and_average_runs(small, ctx):
 
     p = EarlyLossPruner(EarlyLossPruner.resolve_options({**TINY, "trials": 2}))
     a, b = p.score(small, ctx), p.score(small, ctx)
-    assert torch.equal(a, b) and a.shape == (300,) and torch.isfinite(a).all()
+    assert torch.equal(a, b) and a.shape == (120,) and torch.isfinite(a).all()
 
 
 def test_checkpoint_scorer_and_mismatch(small, ctx, tmp_path):
     from pd_plugins.pruners.loss import LossHardPruner
 
     with ctx.fork_rng("ckpt"):
-        net = ctx.make_model(small.channels, small.num_classes, small.im_size, name="convnet", width=8)
+        net = ctx.make_model(small.channels, small.num_classes, small.im_size, name="convnet", width=8, depth=2)
     good = tmp_path / "scorer.pt"
     torch.save(net.state_dict(), good)
     p = LossHardPruner(LossHardPruner.resolve_options({**TINY, "checkpoint": str(good)}))
@@ -214,7 +214,7 @@ def test_checkpoint_scorer_and_mismatch(small, ctx, tmp_path):
     assert torch.allclose(res.scores, want, atol=1e-5) and res.meta["scoring"]["checkpoint"] == str(good)
 
     with ctx.fork_rng("ckpt"):  # wrong number of classes
-        other = ctx.make_model(small.channels, 7, small.im_size, name="convnet", width=8)
+        other = ctx.make_model(small.channels, 7, small.im_size, name="convnet", width=8, depth=2)
     bad = tmp_path / "bad.pt"
     torch.save(other.state_dict(), bad)
     p = LossHardPruner(LossHardPruner.resolve_options({**TINY, "checkpoint": str(bad)}))
@@ -265,7 +265,7 @@ def test_prune_report_files(digits_splits, tmp_path):
 
     train = digits_splits.train
     scores = torch.rand(len(train), generator=torch.Generator().manual_seed(0))
-    kept, meta = select(scores, train.hard_labels, 10, keep=0.3)
+    kept, meta = select(scores, train.hard_labels, 10, keep=0.3, balanced=False)
     meta["kl_to_full"] = class_kl(train.hard_labels[kept], train.hard_labels, 10)
     report = write_prune_report(tmp_path, train, PruneResult(keep=kept, scores=scores, pruner="x", meta=meta))
     saved = json.loads((tmp_path / "prune_report.json").read_text())
