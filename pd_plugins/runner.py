@@ -271,6 +271,8 @@ class Run:
                     )
                 if all(self.manifest().get("stages", {}).get(s) for s in stages):
                     raise StageExistsError(f"run directory {self.out} is already finished; use --overwrite to redo it")
+            elif "from" in self.manifest() and not (self.out / ARTIFACTS["distill"]).exists():
+                pass  # seeded by `pd-run distill --from`: prune.pt plus its manifest entry only
             else:
                 raise StageExistsError(f"output directory {self.out} is not empty and holds no run; use --overwrite or another --out")
         try:
