@@ -26,17 +26,7 @@ class EarlyLossPruner(TrainedScorePruner):
         trials: int = option(5, "independently seeded scorers whose losses are averaged")
         direction: Literal["easy", "hard"] = option("easy", "easy keeps low early loss (BiLP), hard keeps high")
 
-        def validate(self):
-            ScorerOptions.validate(self)
-            if self.epochs < 1:
-                raise ValueError(f"epochs must be >= 1, got {self.epochs}")
-            if self.trials < 1:
-                raise ValueError(f"trials must be >= 1, got {self.trials}")
-
     budgets = {"quick": {"trials": 3, "batch": 64, "scorer_options": {"width": 32}}}
-
-    def runs(self) -> int:
-        return self.options.trials
 
     def direction(self) -> str:
         return self.options.direction

@@ -46,10 +46,6 @@ class EL2NWindowPruner(TrainedScorePruner):
         def validate(self):
             ScorerOptions.validate(self)
             window_fractions(self.window)
-            if self.models < 1:
-                raise ValueError(f"models (K) must be >= 1, got {self.models}")
-            if self.score_epoch < 1 or self.epochs < 1:
-                raise ValueError("score_epoch and epochs must be >= 1")
 
         def fractions(self) -> tuple[float, float]:
             return window_fractions(self.window)

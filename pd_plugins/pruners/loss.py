@@ -26,17 +26,7 @@ class LossPruner(TrainedScorePruner):
         trials: int = option(1, "independently seeded scorers whose losses are averaged")
         checkpoint: str = option("", "score with this state_dict (torch.save) instead of training a scorer")
 
-        def validate(self):
-            ScorerOptions.validate(self)
-            if self.epochs < 1:
-                raise ValueError(f"epochs must be >= 1, got {self.epochs}")
-            if self.trials < 1:
-                raise ValueError(f"trials must be >= 1, got {self.trials}")
-
     budgets = {"quick": {"epochs": 15, "batch": 64, "scorer_options": {"width": 32}}}
-
-    def runs(self) -> int:
-        return self.options.trials
 
     def checkpoint(self):
         return self.options.checkpoint or None

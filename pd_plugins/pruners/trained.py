@@ -32,6 +32,9 @@ class ScorerOptions:
             raise ValueError("lr must be > 0, batch and score_batch >= 1")
         if self.momentum < 0 or self.weight_decay < 0:
             raise ValueError("momentum and weight_decay must be >= 0")
+        for name in ("epochs", "trials", "models", "score_epoch"):  # counts a subclass may add
+            if getattr(self, name, 1) < 1:
+                raise ValueError(f"{name}{' (K)' if name == 'models' else ''} must be >= 1, got {getattr(self, name)}")
 
 
 class TrainedScorePruner(ScorePruner):
@@ -44,7 +47,7 @@ class TrainedScorePruner(ScorePruner):
         return int(self.options.epochs)
 
     def runs(self) -> int:
-        return 1
+        return int(getattr(self.options, "trials", 1))
 
     def checkpoint(self):
         return None
