@@ -277,6 +277,8 @@ class Run:
                     )
                 if all(self.manifest().get("stages", {}).get(s) for s in stages):
                     raise StageExistsError(f"run directory {self.out} is already finished; use --overwrite to redo it")
+            elif "from" in self.manifest() and not (self.out / ARTIFACTS["distill"]).exists():
+                pass  # seeded by `pd-run distill --from`: prune.pt plus its manifest entry only
             else:
                 raise StageExistsError(f"output directory {self.out} is not empty and holds no run; use --overwrite or another --out")
         try:
@@ -366,6 +368,9 @@ class Run:
             "keep": result.keep, "source_index": train.index[result.keep], "scores": result.scores,
             "pruner": result.pruner, "options": result.options, "meta": result.meta, "fingerprint": fp,
         }, path)
+        from .prune_report import write_prune_report
+
+        write_prune_report(self.out, train, result)
         self._mark_done("prune", fp)
         self.host.pm.hook.on_stage_end(stage="prune", result=result, context=ctx)
         return result
