@@ -1,0 +1,117 @@
+"""Sweeps: grid expansion, skip/resume/failure per cell, the process pool and the report."""
+from __future__ import annotations
+
+import csv
+import json
+import statistics
+
+import pytest
+
+from pd_plugins.errors import OptionsError
+from pd_plugins.experiments.sweep import Sweep, run_sweep
+
+TINY = {"distiller": "dm", "ipc": 2, "distiller_options": {"iterations": 2, "batch_real": 16},
+        "evaluator_options": {"epochs": 20, "batch": 64}, "eval_repeats": 1}
+
+
+def test_grid_expands_collapses_unpruned_and_nests_dotted_keys():
+    sw = Sweep(name="g", grid={"pruner": ["random", "none"], "keep": [0.3, 0.6], "seed": [0, 1],
+                               "pruner_options.balanced": [True]}, fixed=dict(TINY))
+    cells = sw.cells()
+    ids = [c["id"] for c in cells]
+    assert len(cells) == 4 + 2  # random: 2 keeps x 2 seeds; none: keep/options do not apply -> 2 seeds
+    assert len(set(ids)) == len(ids)
+    rnd = next(c for c in cells if c["axes"].get("keep") == 0.6 and c["axes"]["seed"] == 1)
+    assert rnd["config"]["pruner_options"] == {"balanced": True}
+    assert rnd["config"]["distiller_options"] == TINY["distiller_options"]
+    none = [c for c in cells if c["axes"]["pruner"] == "none"]
+    assert all("keep" not in c["config"] and "pruner_options" not in c["config"] for c in none)
+    with pytest.raises(OptionsError, match="not a run config key"):
+        Sweep(name="bad", grid={"kep": [0.1]}).cells()
+
+
+def test_sweep_skips_resumes_reports_failures_and_reports(tmp_path, host):
+    grid = {"pruner": ["random", "none"], "keep": [0.3, 0.6], "seed": [0, 1]}
+    sw = Sweep(name="t", grid=grid, fixed=dict(TINY))
+    out = tmp_path / "sw"
+    first = run_sweep(sw, out, progress=False)
+    assert first["counts"] == {"done": 6}, first
+    again = run_sweep(sw, out, progress=False)
+    assert again["counts"] == {"skipped": 6}
+    assert all("summary" in c for c in again["cells"])  # the finishing run's record survives a skip
+
+    # "kill" one cell after its distill stage: drop its eval stage; only that cell reruns
+    victim = out / first["cells"][0]["dir"]
+    acc_before = json.loads((victim / "eval.json").read_text())["results"][0]["mean"]
+    man = json.loads((victim / "manifest.json").read_text())
+    del man["stages"]["eval"]
+    (victim / "manifest.json").write_text(json.dumps(man))
+    (victim / "eval.json").unlink()
+    resumed = run_sweep(sw, out, progress=False)
+    assert resumed["counts"] == {"done": 1, "skipped": 5}
+    assert resumed["cells"][0]["status"] == "done"
+    assert resumed["cells"][0]["summary"]["seconds"].get("distill", 0) < 1.0  # distill was reused, not redone
+    assert json.loads((victim / "eval.json").read_text())["results"][0]["mean"] == pytest.approx(acc_before)
+
+    # a failing cell (keep 0.01 leaves fewer than ipc images in a class) is recorded; the others run
+    sw2 = Sweep(name="t", grid={**grid, "keep": [0.3, 0.6, 0.01]}, fixed=dict(TINY))
+    mixed = run_sweep(sw2, out, progress=False)
+    assert mixed["counts"] == {"skipped": 6, "failed": 2}
+    failed = [c for c in mixed["cells"] if c["status"] == "failed"]
+    assert all("ipc 2 is larger than the smallest class" in c["error"] for c in failed)
+
+    from pd_plugins.experiments.report import write_report
+
+    rep = write_report(out)
+    rdir = out / "report"
+    for name in ("report.md", "report.csv", "cells.csv", "acc_vs_keep.png", "pruned_vs_unpruned.png"):
+        assert (rdir / name).stat().st_size > 0, name
+    assert not (rdir / "el2n_window.png").exists()  # no windowed pruner in this sweep
+    with open(rdir / "report.csv") as fh:
+        table = list(csv.DictReader(fh))
+    assert len(table) == 3  # unpruned, keep 0.3, keep 0.6 (failed cells have no eval)
+    # recompute every setting's mean from the cells' eval.json files
+    for row in table:
+        accs = []
+        for cell in mixed["cells"]:
+            ax = cell["axes"]
+            if cell["status"] == "failed" or ax["pruner"] != row["pruner"]:
+                continue
+            if row["pruner"] != "none" and ax["keep"] != float(row["keep"]):
+                continue
+            accs.append(json.loads((out / cell["dir"] / "eval.json").read_text())["results"][0]["mean"])
+        assert len(accs) == 2
+        assert float(row["mean"]) == pytest.approx(statistics.fmean(accs))
+        if row["pruner"] != "none":
+            from scipy import stats
+
+            base = [json.loads((out / c["dir"] / "eval.json").read_text())["results"][0]["mean"]
+                    for c in mixed["cells"] if c["axes"]["pruner"] == "none"]
+            p = stats.ttest_ind(accs, base, equal_var=False).pvalue
+            if p == p:
+                assert float(row["p_value"]) == pytest.approx(p)
+    assert rep["settings"] == 3
+
+
+def test_process_pool_runs_cells_in_spawned_workers(tmp_path):
+    sw = Sweep(name="pool", grid={"seed": [0, 1]},
+               fixed={"pruner": "random", "keep": 0.5, "distiller": "none", "evaluator": "none"})
+    res = run_sweep(sw, tmp_path / "p", workers=2, threads=1, progress=False)
+    assert res["counts"] == {"done": 2}, res
+    kept = [json.loads((tmp_path / "p" / c["dir"] / "manifest.json").read_text())["stages"]["prune"] for c in res["cells"]]
+    assert len(kept) == 2
+
+
+def test_ray_executor_missing_or_local(tmp_path):
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        from pd_plugins.experiments.sweep import _executor
+
+        with pytest.raises(OptionsError, match="needs Ray"):
+            _executor("ray", 1)
+        pytest.skip("ray not installed; checked the clear error instead")
+    sw = Sweep(name="ray", grid={"seed": [0]}, fixed={"pruner": "random", "keep": 0.5, "distiller": "none",
+                                                      "evaluator": "none"})
+    res = run_sweep(sw, tmp_path / "r", workers=1, executor="ray", progress=False)
+    assert res["counts"] == {"done": 1}, res
