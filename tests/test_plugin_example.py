@@ -16,9 +16,13 @@ EXAMPLE = ROOT / "examples" / "pd-plugins-forgetting"
 @pytest.fixture(scope="session")
 def plugin_env(tmp_path_factory):
     """Install the example into a temporary target dir; an env that sees it (and loads entry points)."""
+    import shutil
+
     target = tmp_path_factory.mktemp("site")
+    src = tmp_path_factory.mktemp("src") / EXAMPLE.name
+    shutil.copytree(EXAMPLE, src, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
     proc = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-                           "--target", str(target), str(EXAMPLE)], capture_output=True, text=True)
+                           "--target", str(target), str(src)], capture_output=True, text=True)
     if proc.returncode != 0:
         pytest.fail(f"pip install of the example failed: {proc.stderr[-2000:]}")
     env = {k: v for k, v in os.environ.items() if k not in ("PD_LOAD_PLUGINS", "PD_STRICT_PLUGINS")}
