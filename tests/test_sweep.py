@@ -125,3 +125,37 @@ def test_ray_executor_missing_or_local(tmp_path):
                                                       "evaluator": "none"})
     res = run_sweep(sw, tmp_path / "r", workers=1, executor="ray", progress=False)
     assert res["counts"] == {"done": 1}, res
+
+
+def test_report_window_plot_and_welch_on_written_cells(tmp_path):
+    """Report over hand-written cells (no training): windowed pruner plot and the t-test numbers."""
+    from scipy import stats
+
+    from pd_plugins.experiments.report import write_report
+
+    accs = {None: [0.50, 0.52, 0.51], (0.6, 0.7): [0.56, 0.58, 0.57], (0.7, 0.8): [0.55, 0.53, 0.54]}
+    cells = []
+    for window, values in accs.items():
+        for seed, acc in enumerate(values):
+            cid = f"w={window}_seed={seed}"
+            d = tmp_path / "cells" / cid
+            d.mkdir(parents=True)
+            pruner = "none" if window is None else "el2n-window"
+            cfg = {"dataset": "digits", "distiller": "dm", "ipc": 10, "pruner": pruner, "seed": seed,
+                   "resolved": {"keep": 1.0 if window is None else 0.1,
+                                "pruner_options": None if window is None else {"window": list(window)}}}
+            (d / "config.json").write_text(json.dumps(cfg))
+            (d / "eval.json").write_text(json.dumps({"results": [{"model": "convnet", "mean": acc}]}))
+            axes = {"seed": seed} if window is None else {"pruner_options.window": list(window), "seed": seed}
+            cells.append({"id": cid, "dir": f"cells/{cid}", "axes": axes, "status": "done"})
+    (tmp_path / "sweep.json").write_text(json.dumps({"name": "w", "cells": cells}))
+    rep = write_report(tmp_path)
+    assert {p.split("/")[-1] for p in rep["plots"]} == {"el2n_window.png", "pruned_vs_unpruned.png"}
+    by_window = {tuple(g["window"]) if g["window"] else None: g for g in rep["groups"]}
+    assert by_window[None]["p_value"] is None and by_window[None]["delta"] is None
+    for window in [(0.6, 0.7), (0.7, 0.8)]:
+        g = by_window[window]
+        assert g["mean"] == pytest.approx(statistics.fmean(accs[window]))
+        assert g["delta"] == pytest.approx(statistics.fmean(accs[window]) - statistics.fmean(accs[None]))
+        assert g["p_value"] == pytest.approx(stats.ttest_ind(accs[window], accs[None], equal_var=False).pvalue)
+    assert "el2n-window [0.6, 0.7)" in (tmp_path / "report" / "report.md").read_text()

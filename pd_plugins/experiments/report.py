@@ -152,57 +152,43 @@ def _panels(groups: list[dict]) -> dict[tuple, list[dict]]:
     return panels
 
 
-def plot_keep(groups: list[dict], path: Path) -> Optional[Path]:
-    """Accuracy vs keep ratio, one panel per dataset/distiller/ipc, one line per pruner."""
-    panels = {k: v for k, v in _panels(groups).items() if any(g["pruner"] != "none" and not g["window"] for g in v)}
-    if not panels:
+def _line_plot(points: list[dict], groups: list[dict], path: Path, x, xerr, xlabel: str) -> Optional[Path]:
+    """One panel per dataset/distiller/ipc, one line per pruner through ``points``, the unpruned mean dashed."""
+    if not points:
         return None
     plt = _pyplot()
+    panels = _panels(points)
     fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4), squeeze=False)
     for ax, ((ds, dist, ipc), members) in zip(axes[0], sorted(panels.items())):
-        pruners = sorted({g["pruner"] for g in members if g["pruner"] != "none" and not g["window"]})
-        for pruner in pruners:
-            line = sorted((g for g in members if g["pruner"] == pruner and not g["window"]), key=lambda g: g["keep"])
-            ax.errorbar([g["keep"] for g in line], [100 * g["mean"] for g in line],
+        for pruner in sorted({g["pruner"] for g in members}):
+            line = sorted((g for g in members if g["pruner"] == pruner), key=x)
+            ax.errorbar([x(g) for g in line], [100 * g["mean"] for g in line], xerr=[xerr(g) for g in line],
                         yerr=[100 * g["std"] for g in line], marker="o", capsize=3, label=pruner)
-        for g in members:
-            if g["pruner"] == "none":
+        for g in groups:
+            if g["pruner"] == "none" and (g["dataset"], g["distiller"], g["ipc"]) == (ds, dist, ipc):
                 ax.axhline(100 * g["mean"], color="gray", ls="--", label=f"unpruned ({100 * g['mean']:.1f}%)")
         ax.set_title(f"{ds} · {dist} · ipc {ipc}")
-        ax.set_xlabel("keep ratio (fraction of the training set kept)")
-        ax.set_ylabel("test accuracy (%)")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("test accuracy (%, mean ± std over seeds)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     _save(fig, path)
     plt.close(fig)
     return path
+
+
+def plot_keep(groups: list[dict], path: Path) -> Optional[Path]:
+    """Accuracy vs keep ratio per distiller (Moser et al. Figs. 6-8 style)."""
+    return _line_plot([g for g in groups if g["pruner"] != "none" and not g["window"]], groups, path,
+                      x=lambda g: g["keep"], xerr=lambda g: 0.0, xlabel="keep ratio (fraction of the training set kept)")
 
 
 def plot_window(groups: list[dict], path: Path) -> Optional[Path]:
-    """EL2N (or any windowed pruner) window centre vs accuracy (Sundar et al.)."""
-    windowed = [g for g in groups if g["window"]]
-    if not windowed:
-        return None
-    plt = _pyplot()
-    panels = _panels(windowed)
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4), squeeze=False)
-    for ax, ((ds, dist, ipc), members) in zip(axes[0], sorted(panels.items())):
-        members = sorted(members, key=lambda g: g["window"])
-        centres = [100 * (g["window"][0] + g["window"][1]) / 2 for g in members]
-        widths = [100 * (g["window"][1] - g["window"][0]) for g in members]
-        ax.errorbar(centres, [100 * g["mean"] for g in members], xerr=[w / 2 for w in widths],
-                    yerr=[100 * g["std"] for g in members], marker="o", capsize=3, label=members[0]["pruner"])
-        base = [g for g in groups if g["pruner"] == "none" and (g["dataset"], g["distiller"], g["ipc"]) == (ds, dist, ipc)]
-        for g in base:
-            ax.axhline(100 * g["mean"], color="gray", ls="--", label="unpruned")
-        ax.set_title(f"{ds} · {dist} · ipc {ipc}")
-        ax.set_xlabel("window position (score percentile, centre ± half width)")
-        ax.set_ylabel("test accuracy (%)")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    _save(fig, path)
-    plt.close(fig)
-    return path
+    """Window position vs accuracy for windowed pruners such as el2n-window (Sundar et al.)."""
+    return _line_plot([g for g in groups if g["window"]], groups, path,
+                      x=lambda g: 100 * (g["window"][0] + g["window"][1]) / 2,
+                      xerr=lambda g: 100 * (g["window"][1] - g["window"][0]) / 2,
+                      xlabel="score percentile window (centre ± half width)")
 
 
 def plot_bars(groups: list[dict], path: Path) -> Optional[Path]:
