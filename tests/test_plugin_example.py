@@ -33,7 +33,7 @@ def plugin_env(tmp_path_factory):
 
 def _pd(env, *args, cwd=None):
     return subprocess.run([sys.executable, "-m", "pd_plugins", *args], env=env, capture_output=True, text=True,
-                          cwd=cwd, timeout=120)
+                          cwd=cwd, timeout=600)
 
 
 def test_example_plugin_is_listed_and_runs(plugin_env, tmp_path):
@@ -44,7 +44,7 @@ def test_example_plugin_is_listed_and_runs(plugin_env, tmp_path):
     line = next(ln for ln in listed.stdout.splitlines() if ln.strip().startswith("forgetting"))
     assert "pd-plugins-forgetting" in line  # origin: the third-party distribution
     out = tmp_path / "run"
-    res = _pd(env, "--pruner", "forgetting", "--keep", "0.5", "-P", "epochs=3", "-P", "augment=false",
+    res = _pd(env, "--pruner", "forgetting", "--keep", "0.5", "-P", "epochs=2", "-P", "augment=false",
               "--model-option", "width=16", "--distiller", "none", "--evaluator", "none", "--out", str(out), "--json")
     assert res.returncode == 0, res.stderr
     summary = json.loads(res.stdout)
@@ -56,7 +56,7 @@ def test_example_plugin_is_listed_and_runs(plugin_env, tmp_path):
 
     saved = torch.load(out / "prune.pt", weights_only=True)
     scores, kept = saved["scores"], saved["keep"]
-    assert torch.isfinite(scores).all() and scores.max() <= 3
+    assert torch.isfinite(scores).all() and scores.max() <= 2
     dropped = torch.ones(len(scores), dtype=torch.bool)
     dropped[kept] = False
     from pd_plugins.datasets import digits
@@ -67,7 +67,7 @@ def test_example_plugin_is_listed_and_runs(plugin_env, tmp_path):
         assert k.min() >= d.max()
     # the plugin's own tests pass against the installed package
     own = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(EXAMPLE / "tests")],
-                         env=env, capture_output=True, text=True, cwd=tmp_path, timeout=120)
+                         env=env, capture_output=True, text=True, cwd=tmp_path, timeout=600)
     assert own.returncode == 0, own.stdout[-2000:]
 
 
