@@ -50,7 +50,7 @@ def test_example_plugin_is_listed_and_runs(plugin_env, tmp_path):
     summary = json.loads(res.stdout)
     assert summary["pruner"] == "forgetting" and summary["kept"] == sum(c // 2 for c in _class_counts())
     cfg = json.loads((out / "config.json").read_text())
-    assert cfg["resolved"]["pruner_options"]["epochs"] == 3
+    assert cfg["resolved"]["pruner_options"]["epochs"] == 2
     # the kept samples are the most forgotten of each class
     import torch
 
