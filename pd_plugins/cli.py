@@ -324,14 +324,32 @@ IMPORT_FLAGS = ("images", "dataset", "data_root", "dataset_option", "model", "mo
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--no-progress", is_flag=True)
 @click.option("--traceback", is_flag=True, help="show the full traceback on errors.")
+@click.option("--models", default=None, metavar="A,B,..",
+              help="cross-architecture evaluation: train these models (e.g. convnet,alexnet,vgg11,resnet18,vit).")
+@click.option("--repeats", type=int, default=None, help="fresh networks per model for --models (default 5).")
 @click.pass_context
-def eval_cmd(ctx, run_dir, overwrite, as_json, no_progress, traceback, **params):
-    """Evaluate the distilled (or pruned) set of a run directory, or an outside set (--images)."""
+def eval_cmd(ctx, run_dir, overwrite, as_json, no_progress, traceback, models, repeats, **params):
+    """Evaluate the distilled (or pruned) set of a run directory, or an outside set (--images).
+
+    With --models/--repeats: a cross-architecture table (eval.json `cross_arch`, eval.md,
+    eval.csv); finished (model, repeat) networks cached under RUN_DIR/eval/ are reused.
+    """
     from click.core import ParameterSource
 
+    ctx.meta["pd_traceback"] = traceback
+    if (models is not None or repeats is not None) and params["images"] is None:
+        if run_dir is None:
+            raise click.UsageError("--models/--repeats need a RUN_DIR")
+        from .experiments.crosseval import eval_run_dir, markdown_table
+        from .runner import load_run_config as _load
+
+        names = (models or _load(run_dir).model).split(",")
+        payload = eval_run_dir(run_dir, names, repeats or 5, overwrite=overwrite,
+                               progress=not no_progress and sys.stderr.isatty())
+        click.echo(json.dumps(payload, indent=2) if as_json else markdown_table(payload["cross_arch"]), nl=not as_json)
+        return
     from .runner import Run, load_run_config
 
-    ctx.meta["pd_traceback"] = traceback
     if params["images"] is not None:
         if run_dir is not None:
             raise click.UsageError("give a RUN_DIR or --images, not both")
@@ -486,6 +504,45 @@ def plugins_cmd(show_all, hook, requirements):
         return
     failed = [f.__dict__ for f in host.failures]
     click.echo(json.dumps({"plugins": items, "failed": failed}, indent=2))
+
+
+@cli.command("sweep")
+@click.argument("sweep_file", type=click.Path(dir_okay=False))
+@click.option("--out", default=None, help="sweep directory (default: the file's `out`, else runs/sweep-<name>).")
+@click.option("--workers", type=int, default=1, show_default=True, help="cells run in parallel.")
+@click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="local process pool (spawn) or Ray (extra `ray`).")
+@click.option("--threads", type=int, default=None, help="torch threads per cell (default: torch's own).")
+@click.option("--json", "as_json", is_flag=True, help="print the sweep summary as JSON.")
+@click.option("--no-progress", is_flag=True)
+def sweep_cmd(sweep_file, out, workers, executor, threads, as_json, no_progress):
+    """Run a grid of runs (pruner x keep x distiller x ipc x seed x dataset); skips finished cells."""
+    from .experiments.sweep import Sweep, run_sweep
+
+    sweep = Sweep.load(sweep_file)
+    target = out or sweep.out or f"runs/sweep-{sweep.name}"
+    summary = run_sweep(sweep, target, workers=workers, executor=executor, threads=threads,
+                        progress=not no_progress and sys.stderr.isatty())
+    if as_json:
+        click.echo(json.dumps(summary, indent=2, default=str))
+    else:
+        for cell in summary["cells"]:
+            extra = f"  {cell['error']}" if cell.get("status") == "failed" else ""
+            click.echo(f"{cell.get('status', 'pending'):<8} {cell['id']}{extra}")
+        click.echo(f"{target}: " + ", ".join(f"{v} {k}" for k, v in summary["counts"].items()))
+    if summary["counts"].get("failed"):
+        sys.exit(1)
+
+
+@cli.command("report")
+@click.argument("sweep_dir", type=click.Path(file_okay=False))
+def report_cmd(sweep_dir):
+    """Tables (Markdown + CSV), plots and Welch's t-tests over a sweep directory."""
+    from .experiments.report import write_report
+
+    rep = write_report(sweep_dir)
+    click.echo((Path(rep["dir"]) / "report.md").read_text())
+    click.echo(f"wrote {rep['dir']}: report.md, report.csv, cells.csv" + "".join(f", {Path(p).name}" for p in rep["plots"]))
 
 
 def main() -> None:  # pragma: no cover - console entry

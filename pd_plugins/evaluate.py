@@ -94,7 +94,8 @@ class StepEvaluator(Evaluator):
 
     budgets = {"quick": {"epochs": 300, "repeats": 3}}
 
-    def evaluate(self, train, test, ctx, *, lr=None, model=None, repeats=None):
+    def evaluate(self, train, test, ctx, *, lr=None, model=None, repeats=None, repeat_index=None):
+        """Train ``repeats`` fresh nets (or only repeat number ``repeat_index``, seeded as in a full run)."""
         opts = self.options
         rate = float(lr) if (lr is not None and opts.use_learned_lr) else opts.lr
         n_rep = int(repeats or opts.repeats)
@@ -102,18 +103,18 @@ class StepEvaluator(Evaluator):
         aug = ctx.make_augmenter(train) if opts.augment else None
         accs = []
         losses = []
-        for r in range(n_rep):
+        for r in (range(n_rep) if repeat_index is None else [int(repeat_index)]):
             with ctx.fork_rng("eval-net", model_name, r):
                 net = ctx.make_model(train.channels, train.num_classes, train.im_size, name=model)
             losses.append(train_network(
                 net, train, ctx, epochs=opts.epochs, lr=rate, momentum=opts.momentum,
                 weight_decay=opts.weight_decay, batch=opts.batch, decay_epoch=opts.epochs // 2,
                 augmenter=aug, generator=ctx.generator("eval-train", model_name, r),
-                desc=f"eval {model_name} {r + 1}/{n_rep}",
+                desc=f"eval {model_name} {r + 1}/{n_rep if repeat_index is None else '-'}",
             ))
             accs.append(accuracy(net, test, ctx.device))
         return EvalResult(
             protocol=self.name, model=model_name, accs=accs,
-            options={**as_dict(opts), "lr_used": rate, "repeats": n_rep},
+            options={**as_dict(opts), "lr_used": rate, "repeats": len(accs)},
             meta={"final_train_loss": losses},
         )

@@ -1,0 +1,93 @@
+"""Reproduce the comparison columns of Sundar et al. Table 1 for any dataset (no algorithm code).
+
+    python baselines/table1.py --config baselines/configs/mtt/cifar10-ipc10.yaml --pruner el2n-window \
+        -P window=0.7,0.8 --out runs/table1-cifar10-ipc10
+
+Columns (one run directory each, under --out):
+  random        random subset: `random` pruner keeping ipc images per class, no distiller
+  prune-only    the given pruner keeping ipc images per class, no distiller
+  distill-only  the distiller on the full training set
+  prune-distill the pruner's subset seeds the distiller (--mode, default `init` as in Sundar et al.)
+  full          the whole training set, no distiller
+Per-class keep for the subset columns is ipc / (smallest class size), so every class keeps
+at least ipc images (exactly ipc on balanced data). Writes table1.md and table1.csv.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+from pathlib import Path
+
+from pd_plugins.cli import load_config_file
+from pd_plugins.io import atomic_write_text
+from pd_plugins.options import parse_key_values
+from pd_plugins.runner import Run, RunConfig
+
+SUBSET_KEYS = ("distiller", "distiller_options", "mode")
+
+
+def column_configs(base: dict, pruner: str, pruner_options: dict, prune_keep, mode: str, subset_keep: float) -> dict:
+    """The five run configs of one Table 1 row, keyed by column name."""
+    real = {k: v for k, v in base.items() if k not in SUBSET_KEYS}
+    real["distiller"] = "none"
+    return {
+        "random": {**real, "pruner": "random", "keep": subset_keep},
+        "prune-only": {**real, "pruner": pruner, "pruner_options": pruner_options, "keep": subset_keep},
+        "distill-only": {**base, "pruner": "none", "keep": None, "mode": "pool"},
+        "prune-distill": {**base, "pruner": pruner, "pruner_options": pruner_options, "keep": prune_keep, "mode": mode},
+        "full": {**real, "pruner": "none", "keep": None},
+    }
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--config", required=True, help="distiller paper/CPU config (baselines/configs/<distiller>/...)")
+    ap.add_argument("--pruner", default="random", help="pruner of the prune-only and prune-distill columns")
+    ap.add_argument("-P", "--pruner-option", action="append", default=[], metavar="KEY=VALUE")
+    ap.add_argument("--prune-keep", type=float, default=None, help="keep ratio of prune-distill (default: window/recommended)")
+    ap.add_argument("--mode", choices=("init", "pool"), default="init")
+    ap.add_argument("--dataset", default=None)
+    ap.add_argument("--data-root", default=None)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--columns", default="random,prune-only,distill-only,prune-distill,full")
+    ap.add_argument("--out", required=True)
+    args = ap.parse_args(argv)
+
+    base = load_config_file(args.config)
+    base.update({k: v for k, v in (("dataset", args.dataset), ("data_root", args.data_root)) if v is not None})
+    base["seed"] = args.seed
+    probe = Run(RunConfig.from_dict({**base, "distiller": "none", "distiller_options": {}, "pruner": "none",
+                                     "out": str(Path(args.out) / "probe")}))
+    counts = probe.data().train.class_counts()
+    subset_keep = min(1.0, base.get("ipc", 10) / min(counts))
+    popts = parse_key_values(args.pruner_option, flag="-P")
+    configs = column_configs(base, args.pruner, popts, args.prune_keep, args.mode, subset_keep)
+    rows = []
+    for name in args.columns.split(","):
+        cfg = RunConfig.from_dict({**configs[name], "out": str(Path(args.out) / name)})
+        run = Run(cfg)
+        finished = (run.out / "eval.json").exists() and run.manifest().get("stages", {}).get("eval")
+        summary = _finished(run) if finished else run.execute()
+        rows.append((name, summary["acc_mean"], summary["acc_std"], summary.get("kept"), summary.get("synthetic")))
+        print(f"{name:<14} {100 * summary['acc_mean']:.2f} ± {100 * summary['acc_std']:.2f}", flush=True)
+    md = ["| column | accuracy (%) | real images used | synthetic |", "|---|---|---|---|"]
+    md += [f"| {n} | {100 * m:.2f} ± {100 * s:.2f} | {k if k is not None else '-'} | {y if y is not None else '-'} |"
+           for n, m, s, k, y in rows]
+    atomic_write_text(Path(args.out) / "table1.md", "\n".join(md) + "\n")
+    with open(Path(args.out) / "table1.csv", "w", newline="") as fh:
+        csv.writer(fh).writerows([("column", "mean", "std", "kept", "synthetic"), *rows])
+    return 0
+
+
+def _finished(run) -> dict:
+    """Summary of a finished run directory, read back instead of refusing to redo it."""
+    from pd_plugins.io import read_json
+
+    ev = read_json(run.out / "eval.json", "eval result")["results"][0]
+    man = read_json(run.out / "config.json", "config")
+    return {"acc_mean": ev["mean"], "acc_std": ev["std"], "kept": None, "synthetic": None, "config": man}
+
+
+if __name__ == "__main__":
+    sys.exit(main())

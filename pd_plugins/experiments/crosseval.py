@@ -1,0 +1,148 @@
+"""Cross-architecture evaluation of a finished run (``pd-run eval RUN --models ... --repeats N``).
+
+Fresh networks of every listed architecture are trained on the run's distilled set (or
+its pruned set when it has no distiller). Each (model, repeat) is one independent seeded
+network (``ctx.fork_rng("eval-net", model, repeat)``) cached in ``eval/<model>-<repeat>.json``
+with the fingerprint of what it depends on, so a rerun only trains what is missing. The
+table reports mean ± std per model and, as GLaD and Moser et al. do, the mean over the
+*unseen* architectures (all but the one the set was distilled with).
+"""
+from __future__ import annotations
+
+import csv
+import io as _io
+import inspect
+import statistics
+from pathlib import Path
+from typing import Sequence
+
+from ..errors import DataError, OptionsError
+from ..io import atomic_write_json, atomic_write_text, read_json
+from ..types import sha256_json
+
+
+def _stage_results(run):
+    """The run's pruned and distilled results; both stages must be finished."""
+    data_fp = run.data().train.fingerprint()
+    needed = ["prune"] + (["distill"] if run.distiller is not None else [])
+    for stage in needed:
+        if not run.stage_done(stage, run.stage_fingerprint(stage, data_fp)):
+            raise DataError(f"{run.out} has no finished {stage} stage; run it first (pd-run --out {run.out} ...)")
+    pruned = run.run_prune(data_fp)
+    distilled = run.run_distill(data_fp, pruned) if run.distiller is not None else None
+    return data_fp, pruned, distilled
+
+
+def _one_repeat(run, train_set, test, lr, model: str, repeat: int):
+    """Train and test network ``repeat`` of ``model``; returns its EvalResult."""
+    evaluate = run.evaluator.evaluate
+    if "repeat_index" not in inspect.signature(evaluate).parameters:
+        raise OptionsError(f"evaluator {run.cfg.evaluator!r} cannot train single repeats (no repeat_index argument)")
+    ctx = run.context("eval")
+    return run._call("evaluator", run.cfg.evaluator, evaluate, train_set, test, ctx, lr=lr, model=model,
+                     repeats=1, repeat_index=repeat)
+
+
+def cross_eval(run, models: Sequence[str], repeats: int, *, overwrite: bool = False) -> dict:
+    """Evaluate ``models`` × ``repeats`` on a finished run; writes eval.json/.md/.csv and returns the payload."""
+    if repeats < 1:
+        raise OptionsError(f"--repeats must be >= 1, got {repeats}")
+    if run.evaluator is None:
+        raise OptionsError("the run has evaluator 'none'; nothing evaluates the set")
+    models = [m.strip() for m in models if m.strip()]
+    if not models:
+        raise OptionsError("--models needs at least one model name")
+    models = [run.regs["model"].get(m).name for m in models]  # unknown names fail here, with a hint
+    data_fp, pruned, distilled = _stage_results(run)
+    splits = run.data()
+    if distilled is not None:
+        train_set, lr, what = distilled.as_dataset(splits.train), distilled.lr, "distilled"
+    else:
+        train_set, lr = pruned.apply(splits.train), None
+        what = "pruned" if run.pruner is not None or run.cfg.subset else "full"
+    eval_fp = run.stage_fingerprint("eval", data_fp)
+    cache = run.out / "eval"
+    per_model = {}
+    for model in models:
+        accs, results = [], []
+        for r in range(repeats):
+            path = cache / f"{model}-{r}.json"
+            key = sha256_json({"eval": eval_fp, "model": model, "repeat": r})
+            if path.exists() and not overwrite and read_json(path, "cached evaluation").get("key") == key:
+                item = read_json(path, "cached evaluation")
+            else:
+                res = _one_repeat(run, train_set, splits.test, lr, model, r)
+                item = {"key": key, "model": model, "repeat": r, "acc": res.accs[0], "result": res.to_json()}
+                atomic_write_json(path, item)
+            accs.append(float(item["acc"]))
+            results.append(item["result"])
+        per_model[model] = _combine(results, accs)
+    payload = _payload(run, what, len(train_set), eval_fp, per_model)
+    atomic_write_json(run.out / "eval.json", payload)
+    atomic_write_text(run.out / "eval.md", markdown_table(payload["cross_arch"]))
+    atomic_write_text(run.out / "eval.csv", csv_table(payload["cross_arch"]))
+    run._mark_done("eval", eval_fp)
+    return payload
+
+
+def _combine(results: list[dict], accs: list[float]) -> dict:
+    first = dict(results[0])
+    first.update({"accs": accs, "mean": statistics.fmean(accs), "std": statistics.stdev(accs) if len(accs) > 1 else 0.0})
+    first["options"] = {**first.get("options", {}), "repeats": len(accs)}
+    first["meta"] = {"final_train_loss": [r.get("meta", {}).get("final_train_loss", [None])[0] for r in results]}
+    return first
+
+
+def _payload(run, what: str, train_size: int, eval_fp: str, per_model: dict) -> dict:
+    home = run.cfg.model
+    order = sorted(per_model, key=lambda m: m != home)  # the run's own model first: results[0] stays comparable
+    unseen = [m for m in order if m != home]
+    means = [per_model[m]["mean"] for m in unseen]
+    cross = {
+        "distill_model": home,
+        "models": {m: {"mean": per_model[m]["mean"], "std": per_model[m]["std"], "accs": per_model[m]["accs"]}
+                   for m in order},
+        "unseen": unseen,
+        "unseen_mean": statistics.fmean(means) if means else None,
+        "unseen_std": statistics.stdev(means) if len(means) > 1 else (0.0 if means else None),
+    }
+    return {"evaluated": what, "train_size": train_size, "results": [per_model[m] for m in order],
+            "cross_arch": cross, "fingerprint": eval_fp}
+
+
+def _rows(cross: dict) -> list[tuple]:
+    rows = [(m, v["mean"], v["std"], len(v["accs"]), "distillation model" if m == cross["distill_model"] else "unseen")
+            for m, v in cross["models"].items()]
+    if cross["unseen_mean"] is not None:
+        rows.append(("unseen mean", cross["unseen_mean"], cross["unseen_std"], len(cross["unseen"]),
+                     "mean of per-model means; std across models"))
+    return rows
+
+
+def markdown_table(cross: dict) -> str:
+    """The cross-architecture table as Markdown (accuracies in %)."""
+    lines = ["| model | accuracy (%) | n | note |", "|---|---|---|---|"]
+    for name, mean, std, n, note in _rows(cross):
+        lines.append(f"| {name} | {100 * mean:.2f} ± {100 * std:.2f} | {n} | {note} |")
+    return "\n".join(lines) + "\n"
+
+
+def csv_table(cross: dict) -> str:
+    """The cross-architecture table as CSV (accuracies as fractions)."""
+    buf = _io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["model", "mean", "std", "n", "note"])
+    for row in _rows(cross):
+        w.writerow(row)
+    return buf.getvalue()
+
+
+def eval_run_dir(run_dir, models: Sequence[str], repeats: int, *, overwrite: bool = False, progress: bool = False) -> dict:
+    """Load a run directory and cross-evaluate it (the body of ``pd-run eval --models``)."""
+    from ..runner import Run, load_run_config
+
+    if not (Path(run_dir) / "config.json").exists():
+        raise DataError(f"{run_dir} is not a run directory (no config.json)")
+    cfg = load_run_config(run_dir)
+    cfg.out, cfg.progress = str(run_dir), progress
+    return cross_eval(Run(cfg), models, repeats, overwrite=overwrite)
