@@ -287,6 +287,13 @@ class Run:
         man.setdefault("stages", {})
         atomic_write_json(self.manifest_path, man)
 
+    def _discard_dir(self, keep_dir: bool) -> None:
+        """Remove what this invocation put into the run directory (the directory too unless ``keep_dir``)."""
+        if self.out.exists():
+            shutil.rmtree(self.out)
+            if keep_dir:
+                self.out.mkdir()
+
     # -- stages -------------------------------------------------------------------
     def context(self, stage: str) -> RunContext:
         cfg = self.cfg
@@ -394,7 +401,6 @@ class Run:
             data, init_pool = pruned_set, pruned_set
         else:  # Sundar et al.: experts and matching on the full set, init from the pruned set
             data, init_pool = train, pruned_set
-        self._check_ipc(init_pool, "the pruned set")
         ctx = self.context("distill")
         try:
             result = self._call("distiller", self.cfg.distiller, self.distiller.distill, data, self.cfg.ipc, ctx, init_pool)
@@ -450,20 +456,29 @@ class Run:
 
         stages = tuple(s for s in stages if not (s == "distill" and self.distiller is None)
                        and not (s == "eval" and self.evaluator is None))
+        t0 = time.perf_counter()
+        splits = self.data()  # before the run directory exists: bad data leaves nothing behind
+        existed_empty = self.out.is_dir() and not any(self.out.iterdir())
+        fresh = existed_empty or self.overwrite or not self.out.exists()
         self.prepare_dir(stages)
         torch.manual_seed(self.cfg.seed)
         ctx = self.context("run")
-        self.host.pm.hook.on_run_start(config=self.config_json(), context=ctx)
-        t0 = time.perf_counter()
-        splits = self.data()
-        data_fp = splits.train.fingerprint()
-        self.host.pm.hook.on_stage_end(stage="data", result=splits, context=ctx)
         timings = {}
         pruned = distilled = evaluated = None
-        if "prune" in stages or "distill" in stages or "eval" in stages:
-            t = time.perf_counter()
-            pruned = self.run_prune(data_fp)
-            timings["prune"] = time.perf_counter() - t
+        try:
+            self.host.pm.hook.on_run_start(config=self.config_json(), context=ctx)
+            data_fp = splits.train.fingerprint()
+            self.host.pm.hook.on_stage_end(stage="data", result=splits, context=ctx)
+            if "prune" in stages or "distill" in stages or "eval" in stages:
+                t = time.perf_counter()
+                pruned = self.run_prune(data_fp)
+                timings["prune"] = time.perf_counter() - t
+            if "distill" in stages and not self.stage_done("distill", self.stage_fingerprint("distill", data_fp)):
+                self._check_ipc(pruned.apply(splits.train), "the pruned set")
+        except Exception:
+            if fresh:  # failed before any distillation work: leave no half-made run directory
+                self._discard_dir(keep_dir=existed_empty)
+            raise
         if "distill" in stages:
             t = time.perf_counter()
             distilled = self.run_distill(data_fp, pruned)
