@@ -271,7 +271,7 @@ class Run:
                     )
                 if all(self.manifest().get("stages", {}).get(s) for s in stages):
                     raise StageExistsError(f"run directory {self.out} is already finished; use --overwrite to redo it")
-            else:
+            elif not self.manifest().get("from"):  # "from": seeded with prune.pt by `pd-run distill --from`
                 raise StageExistsError(f"output directory {self.out} is not empty and holds no run; use --overwrite or another --out")
         try:
             self.out.mkdir(parents=True, exist_ok=True)

@@ -163,3 +163,19 @@ def test_module_entry_does_not_import_torch(argv):
     )
     mods = _modules_after(code)
     assert "torch" not in mods, argv
+
+
+def test_prune_then_distill_from(host, tmp_path):
+    src = tmp_path / "p"
+    res = invoke("prune", "--pruner", "random", "--keep", "0.3", "--out", src, "--no-progress")
+    assert res.exit_code == 0, res.stderr
+    assert (src / "prune.pt").is_file() and not (src / "distill.pt").exists()
+    res = invoke("distill", "--from", src, "-D", "iterations=2", "-E", "epochs=1", "--eval-repeats", "1",
+                 "--no-progress", "--json")
+    assert res.exit_code == 0, res.stderr
+    out = Path(json.loads(res.output)["out"])
+    assert out == Path(f"{src}-dm-ipc10")
+    assert (out / "prune.pt").read_bytes() == (src / "prune.pt").read_bytes()  # reused, not recomputed
+    assert all((out / name).is_file() for name in ARTIFACTS)
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["resolved"]["keep"] == 0.3 and cfg["pruner"] == "random"
