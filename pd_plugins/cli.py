@@ -225,9 +225,9 @@ def _execute(ctx, params: dict, stages, base: Optional[dict] = None) -> None:
     if "distill" not in stages:
         cfg.distiller_options = {} if cfg.distiller == "none" else cfg.distiller_options
     run = Run(cfg, overwrite=params.get("overwrite", False))
-    if run.resolved["budget"] != "paper" and not params.get("as_json"):
-        click.echo(f"budget '{run.resolved['budget']}': scaled-down settings, recorded in {run.out}/config.json", err=True)
     summary = run.execute(stages)
+    if run.resolved["budget"] != "paper" and not params.get("as_json"):  # after the run: errors stay one line
+        click.echo(f"budget '{run.resolved['budget']}': scaled-down settings, recorded in {run.out}/config.json", err=True)
     _print_summary(summary, params.get("as_json", False))
 
 

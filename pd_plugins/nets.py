@@ -187,8 +187,12 @@ class FeatureClassifier(nn.Module):
 
 
 def _auto_depth(hw: tuple[int, int]) -> int:
-    """Smallest depth ``d >= 3`` with ``32 * 2**(d-3) >= max(H, W)``."""
+    """Smallest depth ``d >= 3`` with ``32 * 2**(d-3) >= max(H, W)``; below 16 px, fewer
+    blocks so the last map stays at least 2x2 (8x8 digits: depth 2, a 512-d embedding --
+    depth 3 pools them to 1x1 and trains markedly worse)."""
     side, depth = max(hw), 3
+    if side < 16:
+        return max(1, min(3, side.bit_length() - 2))  # floor(log2(side)) - 1
     while 32 * 2 ** (depth - 3) < side:
         depth += 1
     return depth

@@ -99,8 +99,11 @@ def _coerce_value(value: Any, tp: Any) -> Any:
             try:
                 return int(text)
             except ValueError:
-                f = float(text)
-                if f.is_integer():
+                try:
+                    f = float(text)
+                except ValueError:
+                    f = None
+                if f is not None and f.is_integer():
                     return int(f)
         raise ValueError(f"not an integer: {value!r}")
     if tp is float:

@@ -103,6 +103,7 @@ class Host:
             try:
                 module = ep.load()
                 self.pm.register(module, name=ep.name)
+                self.pm.check_pending()  # a misspelled hook name fails this plugin only
             except Exception as exc:  # isolate any failure of third-party code
                 if self.pm.has_plugin(ep.name):
                     self.pm.unregister(name=ep.name)
@@ -113,7 +114,11 @@ class Host:
     def register(self, plugin, name: str, dist: str = "", version: str = "") -> None:
         """Register a plugin object (module or instance with ``@hookimpl`` methods)."""
         self.pm.register(plugin, name=name)
-        self.pm.check_pending()
+        try:
+            self.pm.check_pending()
+        except pluggy.PluginValidationError as exc:
+            self.pm.unregister(name=name)
+            raise PluginLoadError(f"plugin {name!r}: {exc}") from exc
         self.info[name] = PluginInfo(name, dist, version)
         self._registries = None
 

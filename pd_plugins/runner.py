@@ -277,9 +277,7 @@ class Run:
                     )
                 if all(self.manifest().get("stages", {}).get(s) for s in stages):
                     raise StageExistsError(f"run directory {self.out} is already finished; use --overwrite to redo it")
-            elif "from" in self.manifest() and not (self.out / ARTIFACTS["distill"]).exists():
-                pass  # seeded by `pd-run distill --from`: prune.pt plus its manifest entry only
-            else:
+            elif not self.manifest().get("from"):  # "from": seeded with prune.pt by `pd-run distill --from`
                 raise StageExistsError(f"output directory {self.out} is not empty and holds no run; use --overwrite or another --out")
         try:
             self.out.mkdir(parents=True, exist_ok=True)
@@ -294,6 +292,13 @@ class Run:
                     "created": man.get("created") or time.strftime("%Y-%m-%dT%H:%M:%S")})
         man.setdefault("stages", {})
         atomic_write_json(self.manifest_path, man)
+
+    def _discard_dir(self, keep_dir: bool) -> None:
+        """Remove what this invocation put into the run directory (the directory too unless ``keep_dir``)."""
+        if self.out.exists():
+            shutil.rmtree(self.out)
+            if keep_dir:
+                self.out.mkdir()
 
     # -- stages -------------------------------------------------------------------
     def context(self, stage: str) -> RunContext:
@@ -405,7 +410,6 @@ class Run:
             data, init_pool = pruned_set, pruned_set
         else:  # Sundar et al.: experts and matching on the full set, init from the pruned set
             data, init_pool = train, pruned_set
-        self._check_ipc(init_pool, "the pruned set")
         ctx = self.context("distill")
         try:
             result = self._call("distiller", self.cfg.distiller, self.distiller.distill, data, self.cfg.ipc, ctx, init_pool)
@@ -461,24 +465,33 @@ class Run:
 
         stages = tuple(s for s in stages if not (s == "distill" and self.distiller is None)
                        and not (s == "eval" and self.evaluator is None))
+        t0 = time.perf_counter()
+        splits = self.data()  # before the run directory exists: bad data leaves nothing behind
         if self.cfg.subset:  # a bad subset file fails before the run directory is created
             from .subset import read_subset
 
-            read_subset(self.cfg.subset, self.data().train)
+            read_subset(self.cfg.subset, splits.train)
+        existed_empty = self.out.is_dir() and not any(self.out.iterdir())
+        fresh = existed_empty or self.overwrite or not self.out.exists()
         self.prepare_dir(stages)
         torch.manual_seed(self.cfg.seed)
         ctx = self.context("run")
-        self.host.pm.hook.on_run_start(config=self.config_json(), context=ctx)
-        t0 = time.perf_counter()
-        splits = self.data()
-        data_fp = splits.train.fingerprint()
-        self.host.pm.hook.on_stage_end(stage="data", result=splits, context=ctx)
         timings = {}
         pruned = distilled = evaluated = None
-        if "prune" in stages or "distill" in stages or "eval" in stages:
-            t = time.perf_counter()
-            pruned = self.run_prune(data_fp)
-            timings["prune"] = time.perf_counter() - t
+        try:
+            self.host.pm.hook.on_run_start(config=self.config_json(), context=ctx)
+            data_fp = splits.train.fingerprint()
+            self.host.pm.hook.on_stage_end(stage="data", result=splits, context=ctx)
+            if "prune" in stages or "distill" in stages or "eval" in stages:
+                t = time.perf_counter()
+                pruned = self.run_prune(data_fp)
+                timings["prune"] = time.perf_counter() - t
+            if "distill" in stages and not self.stage_done("distill", self.stage_fingerprint("distill", data_fp)):
+                self._check_ipc(pruned.apply(splits.train), "the pruned set")
+        except Exception:
+            if fresh:  # failed before any distillation work: leave no half-made run directory
+                self._discard_dir(keep_dir=existed_empty)
+            raise
         if "distill" in stages:
             t = time.perf_counter()
             distilled = self.run_distill(data_fp, pruned)

@@ -17,7 +17,9 @@ SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 def _threads():
     import torch
 
-    torch.set_num_threads(min(2, os.cpu_count() or 1))
+    # one thread by default: on a shared, oversubscribed CPU two spinning OpenMP threads run
+    # ~10x slower than one; PD_TEST_THREADS raises it on a dedicated machine
+    torch.set_num_threads(int(os.environ.get("PD_TEST_THREADS", "1")))
     yield
 
 

@@ -64,16 +64,17 @@ def test_convnet_mnist_pads_to_32():
 
 
 def test_convnet_tiny_digits_skip_pool_at_1x1():
-    model = convnet(1, 10, (8, 8))  # depth 3: 8 -> 4 -> 2 -> 1
-    assert model.feature_dim == 128
-    assert sum(isinstance(m, nn.Conv2d) for m in model.modules()) == 3
+    model = convnet(1, 10, (8, 8))  # auto depth 2: 8 -> 4 -> 2, a 2x2 last map
+    assert model.feature_dim == 128 * 2 * 2
+    assert sum(isinstance(m, nn.Conv2d) for m in model.modules()) == 2
+    assert convnet(1, 10, (8, 8), depth=3).feature_dim == 128  # 8 -> 4 -> 2 -> 1
     deep = convnet(1, 10, (8, 8), width=8, depth=5)  # pools 4 and 5 are skipped
     assert deep.feature_dim == 8
     assert sum(isinstance(m, nn.AvgPool2d) for m in deep.modules()) == 3
     assert deep(torch.randn(2, 1, 8, 8)).shape == (2, 10)
 
 
-@pytest.mark.parametrize("side,depth", [(8, 3), (28, 3), (32, 3), (64, 4), (128, 5), (256, 6)])
+@pytest.mark.parametrize("side,depth", [(2, 1), (4, 1), (7, 1), (8, 2), (12, 2), (15, 2), (16, 3), (28, 3), (32, 3), (64, 4), (128, 5), (256, 6)])
 def test_convnet_auto_depth(side, depth):
     model = convnet(3, 10, (side, side), width=4)
     assert sum(isinstance(m, nn.Conv2d) for m in model.modules()) == depth
