@@ -169,7 +169,7 @@ class MTT(Distiller):
                 raise ValueError("lr_teacher must be > 0")
 
     budgets = {"quick": {"iterations": 100, "syn_steps": 10, "expert_epochs": 2, "max_start_epoch": 4,
-                         "train_epochs": 6, "experts": 4, "lr_img": 100.0, "lr_lr": 1e-6}}
+                         "train_epochs": 6, "experts": 4, "lr_img": 10.0, "lr_lr": 1e-6}}
 
     def recipe(self) -> ExpertRecipe:
         o = self.options
