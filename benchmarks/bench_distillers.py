@@ -63,7 +63,8 @@ def mtt_rss(syn_steps: int) -> float:
     from pd_plugins.context import RunContext
     from pd_plugins.distillers.mtt import MTT as M
 
-    opts = M.resolve_options({**MTT, "syn_steps": syn_steps})
+    # lr_lr=0: memory does not depend on it, and long unrolls on this tiny pool overshoot the expert
+    opts = M.resolve_options({**MTT, "syn_steps": syn_steps, "lr_lr": 0.0})
     M(opts).distill(data, IPC, RunContext(seed=0, cache_dir=CACHE, stage="bench"))
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
