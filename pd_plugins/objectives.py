@@ -22,8 +22,9 @@ from .types import ImageDataset
 class Objective:
     """A distillation loss over synthetic images (graph-connected to the caller's leaves)."""
 
-    #: extra learnable scalars/tensors (e.g. MTT's synthetic lr) and their SGD settings
     def extra_parameters(self) -> list[dict]:
+        """Extra learnable tensors as SGD param-group dicts, e.g.
+        ``{"params": [lr], "lr": lr_lr, "momentum": 0.5}`` (MTT's synthetic lr)."""
         return []
 
     def setup(self, data: ImageDataset, ipc: int, labels: torch.Tensor, ctx: RunContext) -> None:
@@ -43,6 +44,10 @@ class Objective:
         """Called after each image update with the detached images."""
 
     def learned_lr(self) -> Optional[float]:
+        return None
+
+    def learned_labels(self) -> Optional[torch.Tensor]:
+        """Learned (soft) labels replacing the fixed hard ones in the result, if any."""
         return None
 
     def state(self) -> dict:
@@ -104,6 +109,7 @@ def distill_pixels(objective: Objective, data: ImageDataset, init_pool: ImageDat
         objective.load_state(state.get("objective", {}))
 
     history = iterate(ctx, iterations, step, get_state, set_state, desc=name, log_every=log_every,
-                      watch=("loss", "syn_lr"))
-    return DistillResult(images=images.detach().cpu(), labels=labels, ipc=ipc, distiller=name, options=options,
+                      watch=("loss", "syn_lr"), positive=("syn_lr",))
+    learned = objective.learned_labels()
+    return DistillResult(images=images.detach().cpu(), labels=learned if learned is not None else labels, ipc=ipc, distiller=name, options=options,
                          lr=objective.learned_lr(), history=history, source=data.fingerprint())

@@ -92,11 +92,13 @@ def iterate(
     desc: str,
     log_every: int = 10,
     watch: tuple[str, ...] = ("loss",),
+    positive: tuple[str, ...] = (),
 ) -> list[dict]:
     """Run ``step(it)`` for ``it`` in ``[start, total)``, resuming from the stage checkpoint.
 
     ``step`` returns a metrics dict. If a watched metric becomes non-finite the loop stops
-    with :class:`DivergenceError` carrying the last finite state (from ``get_state``).
+    with :class:`DivergenceError` carrying the last finite state (from ``get_state``); so does
+    a ``positive`` metric (e.g. MTT's learned lr) that drops to zero or below.
     Checkpoints hold ``get_state()`` plus the iteration and history; since every random draw
     is keyed by the iteration number, a resumed run equals an uninterrupted one.
     """
@@ -111,9 +113,10 @@ def iterate(
     for it in ctx.progress(range(start, total), total=total, initial=start, desc=desc):
         metrics = step(it)
         bad = [k for k in watch if k in metrics and not check_finite(k, metrics[k])]
+        bad += [k for k in positive if k in metrics and k not in bad and not float(metrics[k]) > 0]
         if bad:
             raise DivergenceError(
-                f"{desc}: {', '.join(bad)} became non-finite at iteration {it}; "
+                f"{desc}: {', '.join(bad)} became non-finite (or non-positive) at iteration {it}; "
                 "kept the last finite synthetic set (lower the image/lr learning rates)",
                 state=last_good,
             )

@@ -1,0 +1,33 @@
+"""Built-in extra commands: ``pd-run experts`` (MTT expert trajectories)."""
+from pd_plugins import hookimpl
+
+
+@hookimpl
+def register_commands(cli):
+    import click
+
+    from pd_plugins.cli import _print_summary, build_config, run_flags
+
+    @cli.command("experts")
+    @run_flags
+    @click.pass_context
+    def experts_cmd(ctx, **params):
+        """Train (or reuse) MTT expert trajectories on the pruned set (the full set with --mode init).
+
+        Experts use the mtt distiller's options (-D experts=N -D train_epochs=E -D lr_teacher=...)
+        and are cached under PD_CACHE_DIR (default: <out>/../.pd-cache), keyed by the data
+        fingerprint, model, optimiser, augmentation and seed; an interrupted run resumes at the
+        first missing expert, and `pd-run run --distiller mtt` reuses them.
+        """
+        from pd_plugins.runner import Run
+
+        ctx.meta["pd_traceback"] = params.get("traceback", False)
+        params["distiller"] = "mtt"
+        run = Run(build_config(ctx, params), overwrite=params.get("overwrite", False))
+        run.prepare_dir(("experts",))  # never marked done: a finished directory is reused, a different run refused
+        train = run.data().train
+        pruned = run.run_prune(train.fingerprint())
+        data = train if run.cfg.mode == "init" else pruned.apply(train)
+        directory, trained = run.distiller.experts(data, run.context("experts"))
+        _print_summary({"experts_dir": str(directory), "experts": run.distiller.options.experts,
+                        "trained_now": trained, "pool_size": len(data)}, params.get("as_json", False))

@@ -1,0 +1,204 @@
+"""``mtt``: Matching Training Trajectories (Cazenavette et al., CVPR 2022).
+
+Expert trajectories (see :mod:`pd_plugins.experts`) are trained on ``data`` -- the pruned set
+in ``pool`` mode, the full set in ``init`` mode -- and cached. Every iteration picks the next
+expert (a seeded shuffle per pass over the experts), a start epoch s ~ U{0..max_start_epoch-1},
+and unrolls ``syn_steps`` functional SGD steps of a student from theta_s on mini-batches of
+the synthetic set (independent DSA, learned lr eta, full graph). The loss
+||theta_N - theta_{s+M}||^2 / ||theta_s - theta_{s+M}||^2 updates the images (SGD, momentum
+0.5) and eta (SGD lr_lr, momentum 0.5); evaluation trains with eta (``DistillResult.lr``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch.func import functional_call
+
+from ..errors import OptionsError
+from ..evaluate import soft_cross_entropy
+from ..experts import ExpertRecipe, ensure_experts, load_trajectory
+from ..objectives import Objective, distill_pixels
+from ..options import as_dict, option
+from ..strategies import Distiller
+
+
+class TrajectoryObjective(Objective):
+    """MTT's normalised parameter-matching loss with a learned student lr (and optional soft labels)."""
+
+    def __init__(self, *, recipe: ExpertRecipe, experts: int = 100, syn_steps: int = 20, expert_epochs: int = 3,
+                 max_start_epoch: int = 25, batch_syn: int = 0, lr_teacher: float = 0.01, lr_lr: float = 1e-5,
+                 augment: bool = True, soft_labels: bool = False, lr_labels: float = 2.0, memory: str = "unrolled"):
+        if memory != "unrolled":
+            raise OptionsError(f"unknown MTT memory mode {memory!r}; only 'unrolled' is implemented")
+        if max_start_epoch + expert_epochs > recipe.epochs:
+            raise OptionsError(f"max_start_epoch + expert_epochs ({max_start_epoch} + {expert_epochs}) exceeds the "
+                               f"{recipe.epochs} expert training epochs")
+        self.recipe, self.n_experts, self.syn_steps = recipe, experts, syn_steps
+        self.expert_epochs, self.max_start_epoch, self.batch_syn = expert_epochs, max_start_epoch, batch_syn
+        self.lr_teacher, self.lr_lr, self.augment = lr_teacher, lr_lr, augment
+        self.soft_labels, self.lr_labels = soft_labels, lr_labels
+        self._cache: dict[int, torch.Tensor] = {}
+        self.trained_experts = 0
+
+    def setup(self, data, ipc, labels, ctx):
+        self.ctx, self.data = ctx, data
+        device = ctx.device
+        self.directory, self.trained_experts = ensure_experts(data, ctx, self.recipe, self.n_experts)
+        with ctx.fork_rng("mtt-student"):
+            self.student = ctx.make_model(data.channels, data.num_classes, data.im_size)
+        self.student.train()
+        self.names = [n for n, _ in self.student.named_parameters()]
+        self.shapes = [p.shape for _, p in self.student.named_parameters()]
+        self.aug = ctx.make_augmenter(data) if self.augment else None
+        self.syn_lr = torch.tensor(float(self.lr_teacher), device=device, requires_grad=True)
+        onehot = torch.nn.functional.one_hot(labels, data.num_classes).float().to(device)
+        self.targets = onehot.requires_grad_(True) if self.soft_labels else labels.to(device)
+
+    def extra_parameters(self):
+        groups = [{"params": [self.syn_lr], "lr": self.lr_lr, "momentum": 0.5}]
+        if self.soft_labels:
+            groups.append({"params": [self.targets], "lr": self.lr_labels, "momentum": 0.5})
+        return groups
+
+    def trajectory(self, i: int) -> torch.Tensor:
+        if i not in self._cache:
+            if len(self._cache) >= 8:
+                self._cache.pop(next(iter(self._cache)))
+            self._cache[i] = load_trajectory(self.directory, i)
+        return self._cache[i]
+
+    def expert_for(self, it: int) -> int:
+        """Expert of iteration ``it``: a fresh seeded shuffle for every pass over the experts."""
+        n = self.n_experts
+        perm = torch.randperm(n, generator=self.ctx.generator("mtt-order", it // n))
+        return int(perm[it % n])
+
+    def unflatten(self, theta: torch.Tensor) -> dict:
+        out, start = {}, 0
+        for name, shape in zip(self.names, self.shapes):
+            k = shape.numel()
+            out[name] = theta[start:start + k].view(shape)
+            start += k
+        return out
+
+    def loss(self, images, it, step):
+        g = self.ctx.generator("mtt-iter", it)
+        expert = self.expert_for(it)
+        traj = self.trajectory(expert)
+        s = int(torch.randint(0, self.max_start_epoch, (1,), generator=g))
+        start = traj[s].to(images.device)
+        target = traj[s + self.expert_epochs].to(images.device)
+        theta = start.clone().requires_grad_(True)
+        n = images.shape[0]
+        bs = self.batch_syn if self.batch_syn > 0 else n
+        chunks: list[torch.Tensor] = []
+        for _ in range(self.syn_steps):
+            if not chunks:
+                chunks = list(torch.randperm(n, generator=g).to(images.device).split(bs))
+            idx = chunks.pop(0)
+            x = images[idx]
+            if self.aug is not None:
+                x = self.aug(x, g)
+            with self.ctx.autocast():
+                logits = functional_call(self.student, self.unflatten(theta), (x,))
+            ce = soft_cross_entropy(logits.float(), self.targets[idx])
+            grad = torch.autograd.grad(ce, theta, create_graph=True)[0]
+            theta = theta - self.syn_lr * grad
+        loss = ((theta - target) ** 2).sum() / ((start - target) ** 2).sum()
+        return loss, {"start_epoch": s, "expert": expert}
+
+    def learned_lr(self):
+        return float(self.syn_lr.detach())
+
+    def learned_labels(self):
+        return self.targets.detach().cpu().clone() if self.soft_labels else None
+
+    def state(self):
+        st = {"syn_lr": self.syn_lr.detach().cpu().clone()}
+        if self.soft_labels:
+            st["targets"] = self.targets.detach().cpu().clone()
+        return st
+
+    def load_state(self, state):
+        with torch.no_grad():
+            if "syn_lr" in state:
+                self.syn_lr.copy_(state["syn_lr"].to(self.syn_lr.device))
+            if self.soft_labels and "targets" in state:
+                self.targets.copy_(state["targets"].to(self.targets.device))
+
+
+class MTT(Distiller):
+    """Matching Training Trajectories with a learned synthetic learning rate."""
+
+    name = "mtt"
+    recommended_keep = 0.6  # Moser et al.: MTT peaks with 60-80% easy samples kept
+
+    @dataclass(frozen=True)
+    class Options:
+        iterations: int = option(5000, "distillation iterations (MTT: 5000)")
+        syn_steps: int = option(20, "student steps on the synthetic set per iteration (N)")
+        expert_epochs: int = option(3, "expert epochs the student must match (M)")
+        max_start_epoch: int = option(25, "start epochs are drawn from 0..max_start_epoch-1 (T+)")
+        batch_syn: int = option(0, "synthetic mini-batch per student step (0: the whole set)")
+        lr_img: float = option(1000.0, "SGD learning rate of the synthetic images")
+        momentum: float = option(0.5, "SGD momentum of the synthetic images")
+        lr_lr: float = option(1e-5, "SGD learning rate of the learned student lr")
+        lr_teacher: float = option(0.01, "expert SGD lr and the initial learned student lr")
+        experts: int = option(100, "number of expert trajectories (trained and cached when missing)")
+        train_epochs: int = option(50, "epochs each expert is trained (>= max_start_epoch + expert_epochs)")
+        expert_batch: int = option(256, "expert training batch size")
+        augment: bool = option(True, "independent DSA in student steps and expert training")
+        init: Literal["real", "noise"] = option("real", "initial images: real samples of the pruned pool, or noise")
+        soft_labels: bool = option(False, "learn soft labels, initialised from one-hot (pd_plugins extension)")
+        lr_labels: float = option(2.0, "SGD learning rate of the soft labels (momentum 0.5)")
+        zca: bool = option(False, "ZCA whitening (kornia, eps 0.1); not wired through evaluation yet, so it raises")
+        memory: Literal["unrolled"] = option("unrolled", "backprop through the full unroll (TESLA 'constant' is issue 10)")
+        runtime_prune: float = option(0.0, "runtime pruning is not implemented for MTT expert training; must be 0")
+        log_every: int = option(10, "log the loss every N iterations")
+
+        def validate(self):
+            for name in ("iterations", "syn_steps", "expert_epochs", "max_start_epoch", "experts", "train_epochs",
+                         "expert_batch"):
+                if getattr(self, name) < 1:
+                    raise ValueError(f"{name} must be >= 1")
+            if self.max_start_epoch + self.expert_epochs > self.train_epochs:
+                raise ValueError("train_epochs must be >= max_start_epoch + expert_epochs")
+            if self.lr_teacher <= 0:
+                raise ValueError("lr_teacher must be > 0")
+
+    budgets = {"quick": {"iterations": 100, "syn_steps": 10, "expert_epochs": 2, "max_start_epoch": 4,
+                         "train_epochs": 6, "experts": 4, "lr_img": 10.0, "lr_lr": 1e-6}}
+
+    def recipe(self) -> ExpertRecipe:
+        o = self.options
+        return ExpertRecipe(epochs=o.train_epochs, lr=o.lr_teacher, batch=o.expert_batch, augment=o.augment)
+
+    def objective(self) -> TrajectoryObjective:
+        o = self.options
+        if o.zca:
+            raise OptionsError("mtt zca=true: ZCA is not wired through evaluation, which would test on "
+                               "unwhitened images; run without zca")
+        if o.runtime_prune > 0:
+            raise OptionsError("mtt runtime_prune: runtime pruning during expert training is not implemented; "
+                               "prune the pool with --pruner instead")
+        return TrajectoryObjective(recipe=self.recipe(), experts=o.experts, syn_steps=o.syn_steps,
+                                   expert_epochs=o.expert_epochs, max_start_epoch=o.max_start_epoch,
+                                   batch_syn=o.batch_syn, lr_teacher=o.lr_teacher, lr_lr=o.lr_lr,
+                                   augment=o.augment, soft_labels=o.soft_labels, lr_labels=o.lr_labels,
+                                   memory=o.memory)
+
+    def experts(self, data, ctx):
+        """Train (or reuse) this configuration's expert trajectories on ``data``."""
+        return ensure_experts(data, ctx, self.recipe(), self.options.experts)
+
+    def distill(self, data, ipc, ctx, init_pool=None):
+        o = self.options
+        objective = self.objective()
+        result = distill_pixels(objective, data, init_pool if init_pool is not None else data, ipc, ctx,
+                                name=self.name, iterations=o.iterations, lr_img=o.lr_img, momentum=o.momentum,
+                                init=o.init, log_every=o.log_every, options=as_dict(o))
+        result.meta = {**result.meta, "experts_dir": str(objective.directory),
+                       "experts_trained": objective.trained_experts}
+        return result

@@ -1,0 +1,106 @@
+"""MTT expert trajectories: train networks on a real set and cache their per-epoch parameters.
+
+Each expert is a fresh backbone trained with SGD (MTT: lr 0.01, momentum 0, weight decay 0,
+batch 256, independent DSA); its flat fp32 parameter vector is stored at init and after
+every epoch, one atomic file per expert. The cache directory is keyed by the data
+fingerprint (the pruned set, with its indices), architecture and options, optimiser,
+augmentation and seed, so a repeated run reuses the experts and an interrupted run resumes
+at the first missing expert. ``pd-run experts`` and the ``mtt`` distiller share this code.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+
+from .context import RunContext
+from .errors import DataError, OptionsError
+from .types import ImageDataset, sha256_json
+
+
+@dataclass(frozen=True)
+class ExpertRecipe:
+    """How experts are trained (part of the cache key)."""
+
+    epochs: int = 50
+    lr: float = 0.01
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+    batch: int = 256
+    augment: bool = True
+
+
+def flat_params(net: torch.nn.Module) -> torch.Tensor:
+    """All trainable parameters of ``net`` as one detached fp32 vector."""
+    return torch.cat([p.detach().reshape(-1).float().cpu() for p in net.parameters()])
+
+
+def expert_key(data: ImageDataset, ctx: RunContext, recipe: ExpertRecipe) -> dict:
+    """Everything an expert trajectory depends on."""
+    return {
+        "data": data.fingerprint(), "size": len(data), "model": ctx.model, "model_options": ctx.model_options,
+        "channels": data.channels, "num_classes": data.num_classes, "im_size": list(data.im_size),
+        "optimiser": {"name": "sgd", "lr": recipe.lr, "momentum": recipe.momentum,
+                      "weight_decay": recipe.weight_decay, "batch": recipe.batch, "epochs": recipe.epochs},
+        "augmentation": {"name": ctx.augmentation, "options": ctx.augmentation_options} if recipe.augment else None,
+        "precision": ctx.precision, "seed": ctx.seed,
+    }
+
+
+def expert_dir(data: ImageDataset, ctx: RunContext, recipe: ExpertRecipe) -> Path:
+    if ctx.cache_dir is None:
+        raise OptionsError("expert trajectories need a cache directory (RunContext.cache_dir / PD_CACHE_DIR)")
+    return Path(ctx.cache_dir) / "experts" / sha256_json(expert_key(data, ctx, recipe))[:24]
+
+
+def expert_path(directory: Path, i: int) -> Path:
+    return directory / f"expert_{i:04d}.pt"
+
+
+def train_expert(data: ImageDataset, ctx: RunContext, recipe: ExpertRecipe, i: int) -> torch.Tensor:
+    """Train expert ``i``; returns its (epochs + 1, P) trajectory of flat parameters."""
+    from .evaluate import train_network
+
+    with ctx.fork_rng("expert-net", i):
+        net = ctx.make_model(data.channels, data.num_classes, data.im_size)
+    aug = ctx.make_augmenter(data) if recipe.augment else None
+    g = ctx.generator("expert-train", i)
+    trajectory = [flat_params(net)]
+    for ep in range(recipe.epochs):
+        # momentum 0 in the MTT recipe, so a fresh optimiser per epoch is the same as one for all epochs
+        train_network(net, data, ctx, epochs=1, lr=recipe.lr, momentum=recipe.momentum,
+                      weight_decay=recipe.weight_decay, batch=recipe.batch, decay_epoch=None,
+                      augmenter=aug, generator=g, desc=f"expert {i} epoch {ep + 1}")
+        trajectory.append(flat_params(net))
+    return torch.stack(trajectory)
+
+
+def ensure_experts(data: ImageDataset, ctx: RunContext, recipe: ExpertRecipe, n: int) -> tuple[Path, int]:
+    """Make sure experts ``0..n-1`` exist in the cache; returns the directory and how many were trained."""
+    from .io import atomic_torch_save, atomic_write_json
+
+    if recipe.momentum != 0.0 and recipe.epochs > 1:
+        raise OptionsError("expert training resumes per epoch with a fresh optimiser; momentum must be 0 (MTT recipe)")
+    if len(data) == 0:
+        raise DataError("cannot train experts on an empty set")
+    # a fixed stage name: the CLI command and the distiller produce the same experts
+    ectx = replace(ctx, stage="experts")
+    directory = expert_dir(data, ectx, recipe)
+    directory.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(directory / "key.json", expert_key(data, ectx, recipe))
+    trained = 0
+    for i in ctx.progress(range(n), total=n, desc="experts"):
+        path = expert_path(directory, i)
+        if path.exists():
+            continue
+        traj = train_expert(data, ectx, recipe, i)
+        atomic_torch_save({"trajectory": traj, "expert": i, "recipe": recipe.__dict__}, path)
+        trained += 1
+    return directory, trained
+
+
+def load_trajectory(directory: Path, i: int) -> torch.Tensor:
+    from .io import safe_torch_load
+
+    return safe_torch_load(expert_path(directory, i), what=f"expert {i}")["trajectory"]

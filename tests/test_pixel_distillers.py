@@ -1,0 +1,224 @@
+"""DC / DSA / MTT at tiny shapes on CPU."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from pd_plugins.context import RunContext
+from pd_plugins.errors import DivergenceError, OptionsError
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)  # the shared 2-core box thrashes with 2 threads
+    yield
+    torch.set_num_threads(old)
+
+
+@pytest.fixture(scope="module")
+def tiny(digits_splits):
+    """40 digits images (4 per class), 8x8."""
+    train = digits_splits.train
+    pos = torch.cat([idx[:4] for idx in train.by_class()])
+    return train.subset(pos)
+
+
+def _ctx(tmp_path, **kw):
+    kw.setdefault("model_options", {"width": 8})
+    return RunContext(seed=0, device="cpu", work_dir=tmp_path / "run", cache_dir=tmp_path / "cache",
+                      stage="distill", **kw)
+
+
+def _distiller(host, name, **opts):
+    cls = host.registries()["distiller"].load(name)
+    return cls(cls.resolve_options(opts))
+
+
+def test_registered_with_recommended_keep(host):
+    reg = host.registries()["distiller"]
+    for name in ("dc", "dsa", "mtt"):
+        assert reg.load(name).recommended_keep == 0.6
+    assert reg.load("dc")().objective is not None
+
+
+def test_distances():
+    from pd_plugins.distillers.dc import match_distance
+
+    a = [torch.randn(4, 3, 3, 3), torch.randn(4)]
+    assert match_distance(a, a, "ours").abs() < 1e-4          # identical gradients -> 0
+    neg = [-t for t in a]
+    assert match_distance(a, neg, "ours") == pytest.approx(8.0, abs=1e-3)  # 4 rows x (1 - (-1)); bias ignored
+    assert match_distance(a, neg, "cos") == pytest.approx(2.0, abs=1e-4)
+    assert match_distance(a, neg, "mse") == pytest.approx(float(sum((2 * t).pow(2).sum() for t in a)), rel=1e-5)
+    with pytest.raises(OptionsError):
+        match_distance(a, a, "nope")
+
+
+def test_loops_need_explicit_counts_for_unpublished_ipc(host, tiny, tmp_path):
+    from pd_plugins.distillers.dc import loops_for
+
+    assert loops_for(10, 0, 0) == (10, 50)
+    with pytest.raises(OptionsError, match="outer_loop"):
+        loops_for(3, 0, 0)
+
+
+@pytest.mark.parametrize("name", ["dc", "dsa"])
+def test_gradient_matching_reaches_images_and_decreases(host, tiny, tmp_path, name):
+    from pd_plugins.synthetic import class_major_labels, initial_images
+
+    ctx = _ctx(tmp_path)
+    obj = _distiller(host, name, batch_real=4, outer_loop=1, inner_loop=1).objective()
+    labels = class_major_labels(10, 1)
+    obj.setup(tiny, 1, labels, ctx)
+    with ctx.fork_rng("net"):
+        obj.fixed_net = ctx.make_model(1, 10, (8, 8))
+    images = initial_images(tiny, 1, "noise", ctx.generator("i"), "cpu").requires_grad_(True)
+    opt = torch.optim.SGD([images], lr=0.1, momentum=0.5)
+    losses = []
+    for it in range(6):
+        obj.begin_iteration(0)
+        loss, _ = obj.loss(images, 0, 0)  # same real batch and augmentation every step
+        opt.zero_grad()
+        loss.backward()
+        assert images.grad is not None and images.grad.abs().sum() > 0
+        opt.step()
+        losses.append(float(loss.detach()))
+    assert losses[-1] < losses[0]
+
+
+def test_dc_runs_and_runtime_prune(host, tiny, tmp_path):
+    d = _distiller(host, "dc", iterations=2, batch_real=4, outer_loop=2, inner_loop=1, runtime_prune=0.25, log_every=1)
+    res = d.distill(tiny, 1, _ctx(tmp_path))
+    assert res.images.shape == (10, 1, 8, 8) and torch.isfinite(res.images).all()
+    assert len(res.history) == 2 and res.options["init"] == "noise"
+
+
+def _mtt(host, **kw):
+    opts = dict(iterations=4, syn_steps=2, expert_epochs=1, max_start_epoch=1, train_epochs=2, experts=2,
+                expert_batch=20, lr_img=10.0, lr_lr=1e-6, lr_teacher=0.01, log_every=1)
+    opts.update(kw)
+    return _distiller(host, "mtt", **opts)
+
+
+def test_mtt_experts_cached_lr_learned_and_loss_decreases(host, tiny, tmp_path):
+    ctx = _ctx(tmp_path)
+    res = _mtt(host).distill(tiny, 1, ctx)
+    assert res.meta["experts_trained"] == 2
+    lrs = [h["syn_lr"] for h in res.history]
+    assert all(torch.isfinite(torch.tensor(lrs))) and res.lr == lrs[-1] and res.lr != 0.01
+    again = _mtt(host).distill(tiny, 1, _ctx(tmp_path))
+    assert again.meta["experts_trained"] == 0  # cache reused
+    assert torch.equal(again.images, res.images)
+    # a different pool (another pruned set) has its own experts
+    other = _mtt(host, experts=1).distill(tiny.subset(torch.arange(1, 40)), 1, _ctx(tmp_path))
+    assert other.meta["experts_trained"] == 1
+
+
+def test_mtt_loss_decreases_on_fixed_expert(host, tiny, tmp_path):
+    from pd_plugins.synthetic import class_major_labels, initial_images
+
+    ctx = _ctx(tmp_path)
+    obj = _mtt(host, experts=1).objective()
+    obj.setup(tiny, 1, class_major_labels(10, 1), ctx)
+    images = initial_images(tiny, 1, "real", ctx.generator("i"), "cpu").requires_grad_(True)
+    opt = torch.optim.SGD([images], lr=10.0, momentum=0.5)
+    losses = []
+    for _ in range(5):
+        loss, _ = obj.loss(images, 0, 0)
+        opt.zero_grad()
+        loss.backward()
+        assert images.grad.abs().sum() > 0 and obj.syn_lr.grad is not None
+        opt.step()
+        losses.append(float(loss.detach()))
+    assert losses[-1] < losses[0]
+
+
+def test_mtt_soft_labels_and_divergence_guard(host, tiny, tmp_path):
+    res = _mtt(host, soft_labels=True, lr_labels=1.0).distill(tiny, 1, _ctx(tmp_path))
+    assert res.labels.shape == (10, 10) and not torch.equal(res.labels, torch.eye(10))
+    with pytest.raises(DivergenceError) as err:
+        _mtt(host, lr_img=1e12, lr_lr=1e6).distill(tiny, 1, _ctx(tmp_path))
+    assert err.value.state is not None and torch.isfinite(err.value.state["images"]).all()
+
+
+def test_mtt_rejects_unwired_options(host, tiny, tmp_path):
+    with pytest.raises(OptionsError, match="zca"):
+        _mtt(host, zca=True).objective()
+    with pytest.raises(OptionsError, match="runtime"):
+        _mtt(host, runtime_prune=0.1).objective()
+
+
+class _Kill(Exception):
+    pass
+
+
+@pytest.mark.parametrize("name", ["dsa", "mtt"])
+def test_resume_is_bit_exact(host, tiny, tmp_path, monkeypatch, name):
+    from pd_plugins import synthetic
+
+    def make():
+        if name == "mtt":
+            return _mtt(host, iterations=5)
+        return _distiller(host, name, iterations=5, batch_real=4, outer_loop=2, inner_loop=1, log_every=1)
+
+    ref = make().distill(tiny, 1, _ctx(tmp_path / "a", checkpoint_every=2))
+    ctx = _ctx(tmp_path / "b", checkpoint_every=2)
+    ctx.cache_dir = tmp_path / "a" / "cache"
+    real_log = ctx.log
+
+    def dying_log(step, **metrics):
+        if step == 3:
+            raise _Kill()
+        real_log(step, **metrics)
+
+    monkeypatch.setattr(ctx, "log", dying_log)
+    with pytest.raises(_Kill):
+        make().distill(tiny, 1, ctx)
+    assert ctx.load_checkpoint()["iteration"] == 2
+    monkeypatch.undo()
+    resumed = make().distill(tiny, 1, ctx)
+    assert torch.equal(resumed.images, ref.images)
+    assert resumed.lr == ref.lr
+    del synthetic
+
+
+def test_experts_command_caches_and_resumes(host, tmp_path, monkeypatch):
+    import json
+
+    from click.testing import CliRunner
+
+    from pd_plugins.cli import cli
+
+    monkeypatch.setenv("PD_CACHE_DIR", str(tmp_path / "cache"))
+    args = ["experts", "--dataset", "digits", "--pruner", "random", "--keep", "0.05", "--model-option", "width=8",
+            "-D", "experts=2", "-D", "train_epochs=2", "-D", "max_start_epoch=1", "-D", "expert_epochs=1",
+            "--out", str(tmp_path / "run"), "--json"]
+    first = CliRunner().invoke(cli, args, catch_exceptions=False)
+    assert first.exit_code == 0, first.output
+    out = json.loads(first.output[first.output.index("{"):])
+    assert out["trained_now"] == 2 and out["pool_size"] < 100
+    # simulate an interrupted run: the second expert's file is missing
+    import pathlib
+
+    (pathlib.Path(out["experts_dir"]) / "expert_0001.pt").unlink()
+    second = CliRunner().invoke(cli, args, catch_exceptions=False)
+    assert second.exit_code == 0, second.output
+    assert json.loads(second.output[second.output.index("{"):])["trained_now"] == 1
+
+
+@pytest.mark.slow
+def test_mtt_beats_random_real_subset_on_digits(host, digits_splits, tmp_path):
+    """Digits ipc 10, quick budget: MTT's set trains better nets than a random real subset."""
+    from pd_plugins.evaluate import StepEvaluator
+
+    train, test = digits_splits.train, digits_splits.test
+    ctx = RunContext(seed=0, cache_dir=tmp_path / "cache", stage="distill")
+    cls = host.registries()["distiller"].load("mtt")
+    res = cls(cls.resolve_options({}, "quick")).distill(train, 10, ctx)
+    ev = StepEvaluator(StepEvaluator.resolve_options({"repeats": 2}, "quick"))
+    g = ctx.generator("random-baseline")
+    pos = torch.cat([idx[torch.randperm(idx.numel(), generator=g)[:10]] for idx in train.by_class()])
+    base = ev.evaluate(train.subset(pos), test, RunContext(seed=0, stage="eval")).mean
+    acc = ev.evaluate(res.as_dataset(train), test, RunContext(seed=0, stage="eval"), lr=res.lr).mean
+    assert acc > base
