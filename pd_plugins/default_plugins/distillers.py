@@ -7,3 +7,5 @@ _M = "pd_plugins.distillers"
 @hookimpl
 def register_distillers(register):
     register("dm", f"{_M}.dm:DM", summary="Distribution Matching (Zhao & Bilen, WACV 2023)")
+    register("glad", f"{_M}.glad:GLaD", summary="GLaD: distill into a frozen generator's latents (Cazenavette et al., CVPR 2023)")
+    register("ld3m", f"{_M}.ld3m:LD3M", summary="LD3M: latent diffusion prior with a modified DDIM sampler (Moser et al. 2024)")
