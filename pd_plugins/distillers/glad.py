@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, Optional
 
-from ..generative.loop import GenerativeDistiller
+from ..generative.loop import GenerativeDistiller, LatentOptions
 from ..options import option
 from ..strategies import Distiller
 
@@ -25,8 +25,7 @@ class GLaD(GenerativeDistiller, Distiller):
     recommended_keep = 0.2  # follows the objective; DM's ratio for the default objective
 
     @dataclass(frozen=True)
-    class Options:
-        objective: str = option("dm", "pixel objective reused by name: dc, dm or mtt")
+    class Options(LatentOptions):
         generator: str = option("decoder", "generator plugin (pd-run list generators)")
         weights: str = option("", "generator weights directory; empty = the generator's random init (seeded)")
         layer: int = option(1, "latent layer: decoder stages skipped (GLaD's intermediate F space)")
@@ -34,15 +33,6 @@ class GLaD(GenerativeDistiller, Distiller):
         iterations: int = option(1000, "outer iterations (GLaD: 1000)")
         lr_img: Optional[float] = option(None, "SGD lr of feature-map latents; None = GLaD's value for the objective (dc 1, dm 10, mtt 1e4)")
         lr_w: Optional[float] = option(None, "SGD lr of code latents; None = GLaD's value (dc 1e-3, dm 0.01, mtt 10)")
-        momentum: float = option(0.5, "SGD momentum of the latents")
-        sg_batch: int = option(10, "images rendered with grad at once (chunked re-render)")
-        batch_real: int = option(256, "real images per class per iteration (passed to the objective)")
-        augment: bool = option(True, "DSA in the objective")
-        log_every: int = option(10, "log the loss every N iterations")
-
-        def validate(self):
-            if self.iterations < 1 or self.sg_batch < 1 or self.batch_real < 1:
-                raise ValueError("iterations, sg_batch and batch_real must be >= 1")
 
     budgets = {"quick": {"iterations": 200, "batch_real": 64}}
 

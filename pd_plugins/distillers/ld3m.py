@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-from ..generative.loop import GenerativeDistiller
+from ..generative.loop import GenerativeDistiller, LatentOptions
 from ..options import option
 from ..strategies import Distiller
 
@@ -28,8 +28,7 @@ class LD3M(GenerativeDistiller, Distiller):
     recommended_keep = 0.2  # DM's ratio for the default objective (Moser et al.)
 
     @dataclass(frozen=True)
-    class Options:
-        objective: str = option("dm", "pixel objective reused by name: dc, dm or mtt")
+    class Options(LatentOptions):
         weights: str = option("", "LDM prior directory (`pd-run prior train --kind ldm`, or a diffusers unet/+vae/ folder); required")
         steps: int = option(10, "DDIM steps (LD3M: 10)")
         guidance: float = option(3.0, "classifier-free guidance scale (LD3M: 3.0)")
@@ -37,15 +36,11 @@ class LD3M(GenerativeDistiller, Distiller):
         grad_checkpoint: bool = option(True, "gradient-checkpoint every UNet call")
         iterations: int = option(10000, "outer iterations (LD3M with DM: 10000)")
         lr_w: Optional[float] = option(None, "SGD lr of x_T and the class vectors; None = LD3M's value (dc 0.1, dm 1, mtt 1000)")
-        momentum: float = option(0.5, "SGD momentum of the latents")
-        sg_batch: int = option(10, "images rendered with grad at once (chunked re-render)")
-        batch_real: int = option(256, "real images per class per iteration (passed to the objective)")
-        augment: bool = option(True, "DSA in the objective")
-        log_every: int = option(10, "log the loss every N iterations")
 
         def validate(self):
-            if self.iterations < 1 or self.sg_batch < 1 or self.batch_real < 1 or self.steps < 1:
-                raise ValueError("iterations, sg_batch, batch_real and steps must be >= 1")
+            LatentOptions.validate(self)
+            if self.steps < 1:
+                raise ValueError("steps must be >= 1")
 
     budgets = {"quick": {"iterations": 100, "batch_real": 64}}
 

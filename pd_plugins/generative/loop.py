@@ -9,12 +9,14 @@ re-render, so the gradient belongs to the very render the loss saw.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable, Optional
 
 import torch
 
 from ..context import RunContext
 from ..objectives import Objective
+from ..options import option
 from ..types import ImageDataset
 from .base import Generator
 
@@ -143,12 +145,27 @@ def pixel_objective(name: str, values: Optional[dict] = None) -> Objective:
     return cls(opts).objective()
 
 
+@dataclass(frozen=True)
+class LatentOptions:
+    """Options every generative-prior distiller shares (subclasses add theirs)."""
+
+    objective: str = option("dm", "pixel objective reused by name: dc, dm or mtt")
+    momentum: float = option(0.5, "SGD momentum of the latents")
+    sg_batch: int = option(10, "images rendered with grad at once (chunked re-render)")
+    batch_real: int = option(256, "real images per class per iteration (passed to the objective)")
+    augment: bool = option(True, "DSA in the objective")
+    log_every: int = option(10, "log the loss every N iterations")
+
+    def validate(self):
+        if self.iterations < 1 or self.sg_batch < 1 or self.batch_real < 1:
+            raise ValueError("iterations, sg_batch and batch_real must be >= 1")
+
+
 class GenerativeDistiller:
     """Mixin for distillers whose synthetic set is a generator's latents.
 
-    Subclasses define ``generator_name()``, ``generator_values()`` and ``latent_lrs()``; the
-    options need ``objective``, ``iterations``, ``momentum``, ``sg_batch``, ``log_every``,
-    ``batch_real`` and ``augment``.
+    Subclasses define ``generator_name()``, ``generator_values()`` and ``latent_lrs()``; their
+    ``Options`` extend :class:`LatentOptions` with ``iterations`` and the generator's options.
     """
 
     def generator_name(self) -> str:
