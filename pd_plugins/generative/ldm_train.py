@@ -23,7 +23,7 @@ def _batches(n: int, batch: int, g: torch.Generator, device):
     return [perm[i:i + batch] for i in range(0, n, batch)]
 
 
-def train_ldm(data, ctx, out: Path, *, ae_epochs: int = 60, unet_epochs: int = 150, batch: int = 128, lr: float = 2e-3,
+def train_ldm(data, ctx, out: Path, *, ae_epochs: int = 30, unet_epochs: int = 60, batch: int = 128, lr: float = 2e-3,
               width: int = 64, latent_channels: int = 4, null_prob: float = 0.1) -> dict:
     """Fit the autoencoder, then the class-conditional UNet; save to ``out``; return metrics."""
     diffusers = require_diffusers()
@@ -85,7 +85,7 @@ def train_ldm(data, ctx, out: Path, *, ae_epochs: int = 60, unet_epochs: int = 1
             unet_loss.backward()
             opt.step()
         if ep % 10 == 0 or ep == unet_epochs - 1:
-            ctx.log(ep, unet_loss=float(unet_loss))
+            ctx.log(ep, unet_loss=float(unet_loss.detach()))
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     vae.cpu().save_pretrained(str(out / "vae"))
