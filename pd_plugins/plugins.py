@@ -32,6 +32,7 @@ DEFAULT_PLUGINS = (
     "pd_plugins.default_plugins.pruners",
     "pd_plugins.default_plugins.distillers",
     "pd_plugins.default_plugins.commands",
+    "pd_plugins.default_plugins.generators",
 )
 
 PROVIDER_HOOKS = {kind: f"register_{kind}s" for kind in KINDS}

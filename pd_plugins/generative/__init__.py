@@ -1,0 +1,1 @@
+"""Generative priors for GLaD and LD3M: generator plugins, the latent distillation loop, prior training."""
