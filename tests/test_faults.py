@@ -58,33 +58,38 @@ def tiny_reference(tmp_path_factory):
     return root
 
 
-def _unfinish(out, *stages):
-    """Drop stages from the manifest, as if the process died before marking them done."""
-    man = json.loads((out / "manifest.json").read_text())
-    for s in stages:
-        man["stages"].pop(s, None)
-    (out / "manifest.json").write_text(json.dumps(man))
-
-
-def test_leftover_tmp_file_is_not_an_artifact(tiny_reference, tmp_path):
+def _damaged_copy(tiny_reference, tmp_path, unfinished, damage):
+    """A copy of the finished tiny run, ``damage(out, distill_bytes)`` applied, and the
+    ``unfinished`` stages dropped from the manifest (the process died before marking them)."""
     out = tmp_path / "run"
     shutil.copytree(tiny_reference / "run", out)
-    data = (out / "distill.pt").read_bytes()
-    (out / "distill.pt").unlink()
-    (out / "eval.json").unlink()
-    (out / ".distill.pt.abc123.tmp").write_bytes(data[: len(data) // 3])  # killed mid-write
-    _unfinish(out, "distill", "eval")
+    damage(out, (out / "distill.pt").read_bytes())
+    man = json.loads((out / "manifest.json").read_text())
+    for s in unfinished:
+        man["stages"].pop(s, None)
+    (out / "manifest.json").write_text(json.dumps(man))
+    return out
+
+
+@pytest.mark.slow
+def test_leftover_tmp_file_is_not_an_artifact(tiny_reference, tmp_path):
+    def damage(out, data):
+        (out / "distill.pt").unlink()
+        (out / "eval.json").unlink()
+        (out / ".distill.pt.abc123.tmp").write_bytes(data[: len(data) // 3])  # killed mid-write
+
+    out = _damaged_copy(tiny_reference, tmp_path, ("distill", "eval"), damage)
     run(DM_TINY, out, tiny_reference / "cache")
     assert_same_run(tiny_reference / "run", out)
 
 
+@pytest.mark.slow
 def test_truncated_unmarked_artifact_is_recomputed(tiny_reference, tmp_path):
-    out = tmp_path / "run"
-    shutil.copytree(tiny_reference / "run", out)
-    data = (out / "distill.pt").read_bytes()
-    (out / "distill.pt").write_bytes(data[: len(data) // 2])
-    (out / "eval.json").write_text('{"evaluated": "dis')
-    _unfinish(out, "distill", "eval")
+    def damage(out, data):  # e.g. a plugin's non-atomic writer died half-way
+        (out / "distill.pt").write_bytes(data[: len(data) // 2])
+        (out / "eval.json").write_text('{"evaluated": "dis')
+
+    out = _damaged_copy(tiny_reference, tmp_path, ("distill", "eval"), damage)
     run(DM_TINY, out, tiny_reference / "cache")
     assert_same_run(tiny_reference / "run", out)
 
@@ -92,12 +97,11 @@ def test_truncated_unmarked_artifact_is_recomputed(tiny_reference, tmp_path):
 def test_truncated_marked_artifact_is_an_error_not_loaded(tiny_reference, tmp_path):
     import subprocess
 
-    out = tmp_path / "run"
-    shutil.copytree(tiny_reference / "run", out)
-    data = (out / "distill.pt").read_bytes()
-    (out / "distill.pt").write_bytes(data[: len(data) // 2])
-    (out / "eval.json").unlink()
-    _unfinish(out, "eval")
+    def damage(out, data):
+        (out / "distill.pt").write_bytes(data[: len(data) // 2])
+        (out / "eval.json").unlink()
+
+    out = _damaged_copy(tiny_reference, tmp_path, ("eval",), damage)
     res = subprocess.run(command(DM_TINY, out), env=env(tiny_reference / "cache"), capture_output=True, text=True)
     lines = res.stderr.strip().splitlines()
     assert res.returncode == 1 and "Traceback" not in res.stderr, res.stderr
