@@ -113,6 +113,8 @@ def _pixel_kind(xs: Sequence[np.ndarray], where: str) -> tuple[bool, float]:
     for a in xs:
         if a.dtype.kind == "f" and not np.isfinite(a).all():
             raise DataError(f"{where}: images contain NaN or inf values")
+    if any(a.size == 0 for a in xs):
+        raise DataError(f"{where}: empty image array (a split has no images)")
     lo = min(float(a.min()) for a in xs)
     hi = max(float(a.max()) for a in xs)
     if lo < 0:

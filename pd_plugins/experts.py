@@ -9,6 +9,8 @@ at the first missing expert. ``pd-run experts`` and the ``mtt`` distiller share 
 """
 from __future__ import annotations
 
+import warnings
+import zipfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -93,7 +95,10 @@ def ensure_experts(data: ImageDataset, ctx: RunContext, recipe: ExpertRecipe, n:
     for i in ctx.progress(range(n), total=n, desc="experts"):
         path = expert_path(directory, i)
         if path.exists():
-            continue
+            if zipfile.is_zipfile(path):
+                continue
+            # a truncated or foreign file (torch.save writes a zip archive): retrain, never load it
+            warnings.warn(f"ignoring corrupt expert file {path}; retraining expert {i}", RuntimeWarning, stacklevel=2)
         traj = train_expert(data, ectx, recipe, i)
         atomic_torch_save({"trajectory": traj, "expert": i, "recipe": recipe.__dict__}, path)
         trained += 1
@@ -103,4 +108,9 @@ def ensure_experts(data: ImageDataset, ctx: RunContext, recipe: ExpertRecipe, n:
 def load_trajectory(directory: Path, i: int) -> torch.Tensor:
     from .io import safe_torch_load
 
-    return safe_torch_load(expert_path(directory, i), what=f"expert {i}")["trajectory"]
+    path = expert_path(directory, i)
+    entry = safe_torch_load(path, what=f"expert {i}")
+    traj = entry.get("trajectory") if isinstance(entry, dict) else None
+    if not isinstance(traj, torch.Tensor) or traj.dim() != 2 or traj.shape[0] < 2:
+        raise DataError(f"expert {i} file {path} holds no (epochs + 1, P) trajectory; delete it to retrain")
+    return traj

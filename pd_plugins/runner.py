@@ -122,6 +122,8 @@ class Run:
             raise OptionsError(f"unknown mode {cfg.mode!r}; use 'pool' (pruned set replaces the real pool) or 'init'")
         if cfg.ipc < 1:
             raise OptionsError(f"ipc must be >= 1, got {cfg.ipc}")
+        if cfg.checkpoint_every < 0:
+            raise OptionsError(f"--checkpoint-every must be >= 0 (0: no checkpoints), got {cfg.checkpoint_every}")
         if cfg.precision not in ("fp32", "bf16"):
             raise OptionsError(f"unknown precision {cfg.precision!r}; use fp32 or bf16")
         from .options import as_dict, coerce
