@@ -462,9 +462,19 @@ class Run:
 
     # -- whole run ---------------------------------------------------------------------
     def execute(self, stages: tuple[str, ...] = STAGES) -> dict:
-        """Run the requested stages (skipping finished ones) and return a summary dict."""
+        """Run the requested stages (skipping finished ones) and return a summary dict.
+
+        The caller's global RNG is left as it was: the run works inside ``fork_rng`` seeded
+        from the run seed, and strategies draw from ``ctx.generator``/``ctx.fork_rng`` keys.
+        """
         import torch
 
+        devices = [torch.device(self.device).index or 0] if self.device.startswith("cuda") else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(self.cfg.seed)
+            return self._execute(stages)
+
+    def _execute(self, stages: tuple[str, ...]) -> dict:
         stages = tuple(s for s in stages if not (s == "distill" and self.distiller is None)
                        and not (s == "eval" and self.evaluator is None))
         t0 = time.perf_counter()
@@ -476,7 +486,6 @@ class Run:
         existed_empty = self.out.is_dir() and not any(self.out.iterdir())
         fresh = existed_empty or self.overwrite or not self.out.exists()
         self.prepare_dir(stages)
-        torch.manual_seed(self.cfg.seed)
         ctx = self.context("run")
         timings = {}
         pruned = distilled = evaluated = None
