@@ -135,7 +135,7 @@ def test_mtt_loss_decreases_on_fixed_expert(host, tiny, tmp_path):
 
 
 def test_mtt_soft_labels_and_divergence_guard(host, tiny, tmp_path):
-    res = _mtt(host, soft_labels=True, lr_labels=1.0).distill(tiny, 1, _ctx(tmp_path))
+    res = _mtt(host, soft_labels=True, lr_labels=1.0, lr_lr=1e-7).distill(tiny, 1, _ctx(tmp_path))
     assert res.labels.shape == (10, 10) and not torch.equal(res.labels, torch.eye(10))
     with pytest.raises(DivergenceError) as err:
         _mtt(host, lr_img=1e12, lr_lr=1e6).distill(tiny, 1, _ctx(tmp_path))
