@@ -135,7 +135,7 @@ def test_mtt_loss_decreases_on_fixed_expert(host, tiny, tmp_path):
 
 
 def test_mtt_soft_labels_and_divergence_guard(host, tiny, tmp_path):
-    res = _mtt(host, soft_labels=True, lr_labels=1.0).distill(tiny, 1, _ctx(tmp_path))
+    res = _mtt(host, soft_labels=True, lr_labels=1.0, lr_lr=1e-7).distill(tiny, 1, _ctx(tmp_path))
     assert res.labels.shape == (10, 10) and not torch.equal(res.labels, torch.eye(10))
     with pytest.raises(DivergenceError) as err:
         _mtt(host, lr_img=1e12, lr_lr=1e6).distill(tiny, 1, _ctx(tmp_path))
@@ -207,18 +207,33 @@ def test_experts_command_caches_and_resumes(host, tmp_path, monkeypatch):
     assert json.loads(second.output[second.output.index("{"):])["trained_now"] == 1
 
 
-@pytest.mark.slow
-def test_mtt_beats_random_real_subset_on_digits(host, digits_splits, tmp_path):
-    """Digits ipc 10, quick budget: MTT's set trains better nets than a random real subset."""
+def _digits_quick(host, digits_splits, tmp_path, name, ipc, **opts):
+    """Distill digits with ``name``'s quick budget; returns (distilled acc, random real subset acc)."""
     from pd_plugins.evaluate import StepEvaluator
 
     train, test = digits_splits.train, digits_splits.test
     ctx = RunContext(seed=0, cache_dir=tmp_path / "cache", stage="distill")
-    cls = host.registries()["distiller"].load("mtt")
-    res = cls(cls.resolve_options({}, "quick")).distill(train, 10, ctx)
+    cls = host.registries()["distiller"].load(name)
+    res = cls(cls.resolve_options(opts, "quick")).distill(train, ipc, ctx)
     ev = StepEvaluator(StepEvaluator.resolve_options({"repeats": 2}, "quick"))
     g = ctx.generator("random-baseline")
-    pos = torch.cat([idx[torch.randperm(idx.numel(), generator=g)[:10]] for idx in train.by_class()])
+    pos = torch.cat([idx[torch.randperm(idx.numel(), generator=g)[:ipc]] for idx in train.by_class()])
     base = ev.evaluate(train.subset(pos), test, RunContext(seed=0, stage="eval")).mean
     acc = ev.evaluate(res.as_dataset(train), test, RunContext(seed=0, stage="eval"), lr=res.lr).mean
+    return acc, base
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("ipc", [1, 10])
+@pytest.mark.parametrize("name", ["dc", "dsa", "mtt"])
+def test_quick_budget_beats_random_real_subset_on_digits(host, digits_splits, tmp_path, name, ipc):
+    """Digits, quick budget: the distilled set trains better nets than a random real subset of equal ipc."""
+    acc, base = _digits_quick(host, digits_splits, tmp_path, name, ipc)
     assert acc > base
+
+
+@pytest.mark.slow
+def test_mtt_real_init_beats_noise_init_on_digits(host, digits_splits, tmp_path):
+    real, _ = _digits_quick(host, digits_splits, tmp_path, "mtt", 10)
+    noise, _ = _digits_quick(host, digits_splits, tmp_path, "mtt", 10, init="noise")
+    assert real > noise
