@@ -22,17 +22,9 @@ def _objective(memory, syn_steps, digits, tmp_path, augment=True, soft_labels=Fa
     obj = TrajectoryObjective(recipe=ExpertRecipe(epochs=2), experts=1, syn_steps=syn_steps, expert_epochs=1,
                               max_start_epoch=1, batch_syn=10, lr_teacher=0.05, augment=augment,
                               soft_labels=soft_labels, memory=memory)
-    # set up the student without training experts: the trajectory is passed in directly below
-    obj.ctx, obj.data = ctx, digits
-    with ctx.fork_rng("mtt-student"):
-        obj.student = ctx.make_model(digits.channels, digits.num_classes, digits.im_size)
-    obj.names = [n for n, _ in obj.student.named_parameters()]
-    obj.shapes = [p.shape for _, p in obj.student.named_parameters()]
-    obj.aug = ctx.make_augmenter(digits) if augment else None
-    obj.syn_lr = torch.tensor(float(lr), requires_grad=True)
     labels = torch.arange(10).repeat_interleave(2)
-    onehot = torch.nn.functional.one_hot(labels, 10).float()
-    obj.targets = onehot.requires_grad_(True) if soft_labels else labels
+    obj.setup_student(digits, labels, ctx)  # no experts: the trajectory is passed in directly below
+    obj.syn_lr = torch.tensor(float(lr), requires_grad=True)
     return obj
 
 

@@ -46,9 +46,13 @@ class TrajectoryObjective(Objective):
         self.trained_experts = 0
 
     def setup(self, data, ipc, labels, ctx):
+        self.directory, self.trained_experts = ensure_experts(data, ctx, self.recipe, self.n_experts)
+        self.setup_student(data, labels, ctx)
+
+    def setup_student(self, data, labels, ctx):
+        """Student, augmentation, learned lr and targets (everything of setup but the experts)."""
         self.ctx, self.data = ctx, data
         device = ctx.device
-        self.directory, self.trained_experts = ensure_experts(data, ctx, self.recipe, self.n_experts)
         with ctx.fork_rng("mtt-student"):
             self.student = ctx.make_model(data.channels, data.num_classes, data.im_size)
         self.student.train()
