@@ -67,26 +67,12 @@ def _fwd_bwd(ctx, data, n: int, reps: int = 3) -> float:
     return _timeit(once, reps)
 
 
-def _objective_step(obj, images, opt, extra_opt, it: int, steps=None) -> None:
-    """One iteration of distill_pixels' loop (optionally only ``steps`` of its matching steps)."""
-    obj.begin_iteration(it)
-    for s in range(obj.steps_per_iteration() if steps is None else steps):
-        loss, _ = obj.loss(images, it, s)
-        opt.zero_grad(set_to_none=True)
-        if extra_opt is not None:
-            extra_opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        if extra_opt is not None:
-            extra_opt.step()
-        obj.after_step(images.detach(), it, s)
-
-
 def worker(method: str, mode: str, data_path: str, quick: bool, syn_steps: int = 10, memory: str = "unrolled") -> dict:
     import torch
 
     from pd_plugins.context import RunContext
     from pd_plugins.datasets import npz
+    from pd_plugins.objectives import run_iteration
     from pd_plugins.plugins import get_host
     from pd_plugins.synthetic import class_major_labels, initial_images
 
@@ -140,7 +126,7 @@ def worker(method: str, mode: str, data_path: str, quick: bool, syn_steps: int =
             obj.begin_iteration(0)
             inner = obj.inner_loop
             obj.inner_loop = 1
-            _objective_step(obj, images, opt, extra_opt, 0, steps=1)  # warm-up (compiles), inner 1 epoch
+            run_iteration(obj, images, opt, extra_opt, 0, steps=1)  # warm-up (compiles), inner 1 epoch
             obj.inner_loop = inner
 
             def match():
@@ -156,8 +142,8 @@ def worker(method: str, mode: str, data_path: str, quick: bool, syn_steps: int =
             out["scaled_from"] = {"matching_step_s": m, "inner_training_s": t_inner, "outer": obj.outer_loop}
         else:
             it = iter(range(10 ** 6))
-            _objective_step(obj, images, opt, extra_opt, next(it))  # warm-up
-            out["s_per_iter"] = _timeit(lambda: _objective_step(obj, images, opt, extra_opt, next(it)), reps)
+            run_iteration(obj, images, opt, extra_opt, next(it))  # warm-up
+            out["s_per_iter"] = _timeit(lambda: run_iteration(obj, images, opt, extra_opt, next(it)), reps)
     out["ratio"] = out["s_per_iter"] / floor
     if "floor_fwd_bwd_100_s" in out:
         out["ratio_fwd_bwd_100"] = out["s_per_iter"] / out["floor_fwd_bwd_100_s"]
