@@ -14,6 +14,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
+from . import accel
 from .options import as_dict, option
 from .strategies import Evaluator
 from .types import EvalResult, ImageDataset
@@ -62,8 +63,7 @@ def train_network(net, train: ImageDataset, ctx, *, epochs: int, lr: float, mome
             x, y = x_all[idx], y_all[idx]
             if augmenter is not None:
                 x = augmenter(x, generator)
-            with ctx.autocast():
-                logits = net(x)
+            logits = accel.forward(net, x, ctx)
             loss = soft_cross_entropy(logits.float(), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()

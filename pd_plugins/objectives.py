@@ -58,6 +58,29 @@ class Objective:
         pass
 
 
+def run_iteration(objective: Objective, images: torch.Tensor, opt, extra_opt, it: int,
+                  steps: Optional[int] = None) -> dict:
+    """One iteration: ``steps`` (default all) image updates; returns the mean loss and extra metrics."""
+    objective.begin_iteration(it)
+    metrics: dict = {}
+    total = 0.0
+    n = objective.steps_per_iteration() if steps is None else steps
+    for s in range(n):
+        loss, extra_metrics = objective.loss(images, it, s)
+        opt.zero_grad(set_to_none=True)
+        if extra_opt is not None:
+            extra_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if extra_opt is not None:
+            extra_opt.step()
+        objective.after_step(images.detach(), it, s)
+        total += float(loss.detach())
+        metrics.update(extra_metrics)
+    metrics["loss"] = total / n
+    return metrics
+
+
 def distill_pixels(objective: Objective, data: ImageDataset, init_pool: ImageDataset, ipc: int, ctx: RunContext, *,
                    name: str, iterations: int, lr_img: float, momentum: float, init: str, log_every: int,
                    options: dict):
@@ -74,22 +97,7 @@ def distill_pixels(objective: Objective, data: ImageDataset, init_pool: ImageDat
     extra_opt = torch.optim.SGD(extra, lr=1.0) if extra else None
 
     def step(it: int) -> dict:
-        objective.begin_iteration(it)
-        metrics: dict = {}
-        total = 0.0
-        for s in range(objective.steps_per_iteration()):
-            loss, extra_metrics = objective.loss(images, it, s)
-            opt.zero_grad(set_to_none=True)
-            if extra_opt is not None:
-                extra_opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            if extra_opt is not None:
-                extra_opt.step()
-            objective.after_step(images.detach(), it, s)
-            total += float(loss.detach())
-            metrics.update(extra_metrics)
-        metrics["loss"] = total / objective.steps_per_iteration()
+        metrics = run_iteration(objective, images, opt, extra_opt, it)
         lr = objective.learned_lr()
         if lr is not None:
             metrics["syn_lr"] = lr

@@ -192,6 +192,12 @@ class Run:
         self.evaluator = evaluator_cls(eval_opts) if evaluator_cls else None
         self.device = resolve_device(cfg.device)
         extra = {"subset": {"file": str(cfg.subset), "sha256": self._subset_hash()}} if cfg.subset else {}
+        from .accel import resolve_precision
+
+        precision, note = resolve_precision(cfg.precision, self.device)
+        if note and not self.quiet:
+            print(note)
+        extra["precision"] = precision
         return {
             "budget": budget,
             "keep": float(keep),
@@ -316,7 +322,7 @@ class Run:
             seed=cfg.seed, device=self.device, progress_enabled=cfg.progress, work_dir=self.out,
             cache_dir=Path(os.environ.get("PD_CACHE_DIR") or (self.out.parent / ".pd-cache")),
             model=cfg.model, model_options=self.resolved["model_options"], augmentation=cfg.augmentation,
-            augmentation_options=self.resolved["augmentation_options"], precision=cfg.precision,
+            augmentation_options=self.resolved["augmentation_options"], precision=self.resolved["precision"],
             compile=cfg.compile, checkpoint_every=cfg.checkpoint_every, on_log=on_log, stage=stage,
         )
         return ctx

@@ -19,6 +19,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
+from . import accel
 from .errors import DataError, OptionsError
 from .score_cache import ScoreCache, cache_root
 from .types import ImageDataset
@@ -112,8 +113,7 @@ def sample_statistic(net: torch.nn.Module, data: ImageDataset, ctx, stat: str, b
     out = torch.empty(n, dtype=torch.float32, device=ctx.device)
     for start in range(0, n, batch):
         sl = slice(start, min(start + batch, n))
-        with ctx.autocast():
-            logits = net(data.images(sl, ctx.device))
+        logits = accel.forward(net, data.images(sl, ctx.device), ctx)
         logits = logits.float()
         y = labels[sl]
         if stat == "loss":

@@ -17,6 +17,7 @@ from typing import Literal, Optional
 import torch
 import torch.nn.functional as F
 
+from .. import accel
 from ..errors import OptionsError, StrategyError
 from ..objectives import Objective, distill_pixels
 from ..options import as_dict, option
@@ -106,8 +107,11 @@ class GradientMatchingObjective(Objective):
 
     def _grads(self, x: torch.Tensor, c: int, create_graph: bool) -> list[torch.Tensor]:
         params = [p for p in self.net.parameters() if p.requires_grad]
-        with self.ctx.autocast():
-            logits = self.net(x)
+        if create_graph:  # compiled graphs have no double backward: the synthetic side stays eager
+            with self.ctx.autocast():
+                logits = self.net(x)
+        else:
+            logits = accel.forward(self.net, x, self.ctx)
         target = torch.full((x.shape[0],), c, dtype=torch.long, device=x.device)
         loss = F.cross_entropy(logits.float(), target)
         return list(torch.autograd.grad(loss, params, create_graph=create_graph))

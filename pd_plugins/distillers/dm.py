@@ -12,6 +12,7 @@ from typing import Literal
 
 import torch
 
+from .. import accel
 from ..objectives import Objective, distill_pixels
 from ..options import as_dict, option
 from ..strategies import Distiller
@@ -55,12 +56,12 @@ class DMObjective(Objective):
             syn = images[c * ipc:(c + 1) * ipc]
             if self.aug is not None:
                 real, syn = self.aug.pair(real, syn, self.g)
-            with torch.no_grad(), ctx.autocast():
+            with torch.no_grad():
                 if self.filter is not None:
-                    real = self.filter(self.net, real, c)
-                emb_real = self.net.embed(real).float().mean(0)
-            with ctx.autocast():
-                emb_syn = self.net.embed(syn).float().mean(0)
+                    with ctx.autocast():
+                        real = self.filter(self.net, real, c)
+                emb_real = accel.forward(self.net, real, ctx, "embed").float().mean(0)
+            emb_syn = accel.forward(self.net, syn, ctx, "embed").float().mean(0)
             loss = loss + ((emb_real - emb_syn) ** 2).sum()
         return loss, {}
 

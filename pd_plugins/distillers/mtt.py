@@ -4,7 +4,8 @@ Expert trajectories (see :mod:`pd_plugins.experts`) are trained on ``data`` -- t
 in ``pool`` mode, the full set in ``init`` mode -- and cached. Every iteration picks the next
 expert (a seeded shuffle per pass over the experts), a start epoch s ~ U{0..max_start_epoch-1},
 and unrolls ``syn_steps`` functional SGD steps of a student from theta_s on mini-batches of
-the synthetic set (independent DSA, learned lr eta, full graph). The loss
+the synthetic set (independent DSA, learned lr eta; full graph, or TESLA's two-pass
+constant-memory gradient with ``memory=constant``). The loss
 ||theta_N - theta_{s+M}||^2 / ||theta_s - theta_{s+M}||^2 updates the images (SGD, momentum
 0.5) and eta (SGD lr_lr, momentum 0.5); evaluation trains with eta (``DistillResult.lr``).
 """
@@ -16,6 +17,7 @@ from typing import Literal
 import torch
 from torch.func import functional_call
 
+from .. import accel
 from ..errors import OptionsError
 from ..evaluate import soft_cross_entropy
 from ..experts import ExpertRecipe, ensure_experts, load_trajectory
@@ -30,8 +32,8 @@ class TrajectoryObjective(Objective):
     def __init__(self, *, recipe: ExpertRecipe, experts: int = 100, syn_steps: int = 20, expert_epochs: int = 3,
                  max_start_epoch: int = 25, batch_syn: int = 0, lr_teacher: float = 0.01, lr_lr: float = 1e-5,
                  augment: bool = True, soft_labels: bool = False, lr_labels: float = 2.0, memory: str = "unrolled"):
-        if memory != "unrolled":
-            raise OptionsError(f"unknown MTT memory mode {memory!r}; only 'unrolled' is implemented")
+        if memory not in ("unrolled", "constant"):
+            raise OptionsError(f"unknown MTT memory mode {memory!r}; use unrolled or constant")
         if max_start_epoch + expert_epochs > recipe.epochs:
             raise OptionsError(f"max_start_epoch + expert_epochs ({max_start_epoch} + {expert_epochs}) exceeds the "
                                f"{recipe.epochs} expert training epochs")
@@ -39,13 +41,18 @@ class TrajectoryObjective(Objective):
         self.expert_epochs, self.max_start_epoch, self.batch_syn = expert_epochs, max_start_epoch, batch_syn
         self.lr_teacher, self.lr_lr, self.augment = lr_teacher, lr_lr, augment
         self.soft_labels, self.lr_labels = soft_labels, lr_labels
+        self.memory = memory
         self._cache: dict[int, torch.Tensor] = {}
         self.trained_experts = 0
 
     def setup(self, data, ipc, labels, ctx):
+        self.directory, self.trained_experts = ensure_experts(data, ctx, self.recipe, self.n_experts)
+        self.setup_student(data, labels, ctx)
+
+    def setup_student(self, data, labels, ctx):
+        """Student, augmentation, learned lr and targets (everything of setup but the experts)."""
         self.ctx, self.data = ctx, data
         device = ctx.device
-        self.directory, self.trained_experts = ensure_experts(data, ctx, self.recipe, self.n_experts)
         with ctx.fork_rng("mtt-student"):
             self.student = ctx.make_model(data.channels, data.num_classes, data.im_size)
         self.student.train()
@@ -83,6 +90,28 @@ class TrajectoryObjective(Objective):
             start += k
         return out
 
+    def _plan(self, images, g) -> list[tuple[torch.Tensor, object]]:
+        """Per student step: the mini-batch indices and the augmentation draw (sampled once, replayable)."""
+        n = images.shape[0]
+        bs = self.batch_syn if self.batch_syn > 0 else n
+        chunks: list[torch.Tensor] = []
+        plan = []
+        for _ in range(self.syn_steps):
+            if not chunks:
+                chunks = list(torch.randperm(n, generator=g).to(images.device).split(bs))
+            idx = chunks.pop(0)
+            params = self.aug.sample(int(idx.shape[0]), g) if self.aug is not None else None
+            plan.append((idx, params))
+        return plan
+
+    def _step_ce(self, images, theta, idx, params, compile: bool = False):
+        x = images[idx]
+        if params is not None:
+            x = self.aug.apply(x, params)
+        with self.ctx.autocast():
+            logits = accel.functional_forward(self.student, self.unflatten(theta), x, compile=compile)
+        return soft_cross_entropy(logits.float(), self.targets[idx])
+
     def loss(self, images, it, step):
         g = self.ctx.generator("mtt-iter", it)
         expert = self.expert_for(it)
@@ -90,24 +119,58 @@ class TrajectoryObjective(Objective):
         s = int(torch.randint(0, self.max_start_epoch, (1,), generator=g))
         start = traj[s].to(images.device)
         target = traj[s + self.expert_epochs].to(images.device)
+        plan = self._plan(images, g)
+        if self.memory == "constant":
+            return self._constant_loss(images, plan, start, target), {"start_epoch": s, "expert": expert}
         theta = start.clone().requires_grad_(True)
-        n = images.shape[0]
-        bs = self.batch_syn if self.batch_syn > 0 else n
-        chunks: list[torch.Tensor] = []
-        for _ in range(self.syn_steps):
-            if not chunks:
-                chunks = list(torch.randperm(n, generator=g).to(images.device).split(bs))
-            idx = chunks.pop(0)
-            x = images[idx]
-            if self.aug is not None:
-                x = self.aug(x, g)
-            with self.ctx.autocast():
-                logits = functional_call(self.student, self.unflatten(theta), (x,))
-            ce = soft_cross_entropy(logits.float(), self.targets[idx])
+        for idx, params in plan:
+            ce = self._step_ce(images, theta, idx, params)
             grad = torch.autograd.grad(ce, theta, create_graph=True)[0]
             theta = theta - self.syn_lr * grad
         loss = ((theta - target) ** 2).sum() / ((start - target) ** 2).sum()
         return loss, {"start_epoch": s, "expert": expert}
+
+    def _constant_loss(self, images, plan, start, target):
+        """TESLA's constant-memory gradient, returned as a surrogate whose value is the loss.
+
+        Pass 1 unrolls with detached theta_i and accumulates G = sum g_i, so theta_N = theta_0 - eta G
+        and L = ||theta_N - theta*||^2 / ||theta_0 - theta*||^2 are closed-form in eta and G. Pass 2
+        replays every step (same indices and augmentation draw), recomputes g_i with a graph to the
+        images and backpropagates only its first-order term <g_i(x), -eta dL/dtheta_N>; the terms
+        through theta_i's dependence on earlier steps are dropped, so the gradient equals the unrolled
+        one only for syn_steps = 1. Memory holds one step's graph whatever syn_steps is.
+        """
+        eta = self.syn_lr.detach()
+        compile = bool(getattr(self.ctx, "compile", False))
+        theta = start.clone()
+        G = torch.zeros_like(start)
+        for idx, params in plan:  # pass 1: no graph to the images
+            th = theta.requires_grad_(True)
+            ce = self._step_ce(images.detach(), th, idx, params, compile=compile)
+            gi = torch.autograd.grad(ce, th)[0]
+            G += gi
+            theta = (th - eta * gi).detach()
+        denom = ((start - target) ** 2).sum()
+        residual = theta - target  # theta_N - theta*
+        value = (residual ** 2).sum() / denom
+        dtheta = 2.0 * residual / denom  # dL/dtheta_N
+        d_eta = -(dtheta * G).sum()  # dL/deta from L(eta) = ||theta_0 - eta G - theta*||^2 / denom
+        v = -eta * dtheta
+        leaves = [images] + ([self.targets] if self.soft_labels else [])
+        grads = [torch.zeros_like(t) for t in leaves]
+        theta = start.clone()
+        for idx, params in plan:  # pass 2: first-order term of each step, graph freed per step
+            th = theta.requires_grad_(True)
+            ce = self._step_ce(images, th, idx, params)
+            gi = torch.autograd.grad(ce, th, create_graph=True)[0]
+            for acc, gr in zip(grads, torch.autograd.grad((gi * v).sum(), leaves, allow_unused=True)):
+                if gr is not None:
+                    acc += gr
+            theta = (th - eta * gi.detach()).detach()
+        surrogate = value.detach() + (self.syn_lr - eta) * d_eta
+        for leaf, gr in zip(leaves, grads):
+            surrogate = surrogate + (leaf * gr).sum() - (leaf * gr).sum().detach()
+        return surrogate
 
     def learned_lr(self):
         return float(self.syn_lr.detach())
@@ -154,7 +217,10 @@ class MTT(Distiller):
         soft_labels: bool = option(False, "learn soft labels, initialised from one-hot (pd_plugins extension)")
         lr_labels: float = option(2.0, "SGD learning rate of the soft labels (momentum 0.5)")
         zca: bool = option(False, "ZCA whitening (kornia, eps 0.1); not wired through evaluation yet, so it raises")
-        memory: Literal["unrolled"] = option("unrolled", "backprop through the full unroll (TESLA 'constant' is issue 10)")
+        memory: Literal["unrolled", "constant"] = option(
+            "unrolled", "unrolled: backprop through the full unroll (exact); constant: TESLA's two-pass gradient, "
+            "memory independent of syn_steps, drops the cross-step second-order terms (equal to unrolled only "
+            "at syn_steps=1)")
         runtime_prune: float = option(0.0, "runtime pruning is not implemented for MTT expert training; must be 0")
         log_every: int = option(10, "log the loss every N iterations")
 

@@ -1,0 +1,238 @@
+"""Seconds per iteration of every method as a multiple of the fp32 eager fwd+bwd floor, per execution mode.
+
+Real MNIST (``--data``, default /work/shared/data/mnist.npz), ConvNet-3 (width 128, instancenorm),
+the papers' loop settings: DM ipc 10 (batch_real 256, DSA), DC ipc 1 and ipc 10 (outer/inner
+1/1 and 10/50), DSA ipc 10, MTT ipc 10 (syn_steps 10, batch_syn 100, unrolled), and expert
+training (one SGD step at batch 256). Modes: fp32 eager, compile, bf16, compile+bf16.
+
+Every (method, mode) runs in its own subprocess, which first times the floor -- one fp32 eager
+forward+backward of the same ConvNet at batch 256 -- then one warm-up iteration (it pays the
+compile), then the timed iterations; the ratio is median / floor in that process, and peak RSS
+(ru_maxrss) is that process's. ``--quick`` times one iteration; DC/DSA ipc 10 then time one
+matching step and one inner training (50 epochs) and report 10 x matching + 9 x inner (the
+iteration's composition). MTT peak RSS at syn_steps 10 and 40 in both memory modes is measured
+in separate subprocesses (fp32 eager, one iteration each).
+
+usage: python benchmarks/bench_speed.py [--quick] [--methods dm,dc1,...] [--modes fp32,bf16,...]
+-> benchmarks/results/speed.json and speed.md
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+METHODS = ("dm", "dc1", "dc10", "dsa10", "mtt", "experts")
+MODES = {"fp32": ("fp32", False), "compile": ("fp32", True), "bf16": ("bf16", False),
+         "compile+bf16": ("bf16", True)}
+MODEL_OPTIONS = {"width": 128, "depth": 3, "norm": "instancenorm"}
+ORIGINAL = {"dm": 3.7, "dc1": 8.2, "dc10": 219, "dsa10": 242, "mtt": 31.9, "experts": 1.06}
+
+
+def _peak_gb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2
+
+
+def _timeit(fn, reps: int) -> float:
+    times = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def _fwd_bwd(ctx, data, n: int, reps: int = 3) -> float:
+    """Median seconds of one fp32 eager forward+backward of the run's ConvNet at batch ``n``."""
+    import torch
+    import torch.nn.functional as F
+
+    net = ctx.make_model(data.channels, data.num_classes, data.im_size)
+    x = data.images(torch.arange(n), "cpu")
+    y = data.labels[:n]
+
+    def once():
+        net.zero_grad(set_to_none=True)
+        F.cross_entropy(net(x), y).backward()
+
+    once()
+    return _timeit(once, reps)
+
+
+def worker(method: str, mode: str, data_path: str, quick: bool, syn_steps: int = 10, memory: str = "unrolled") -> dict:
+    import torch
+
+    from pd_plugins.context import RunContext
+    from pd_plugins.datasets import npz
+    from pd_plugins.objectives import run_iteration
+    from pd_plugins.plugins import get_host
+    from pd_plugins.synthetic import class_major_labels, initial_images
+
+    torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "2")))
+    precision, compile_ = MODES[mode]
+    data = npz(data_path, name="mnist").train
+    base = dict(seed=0, device="cpu", model="convnet", model_options=MODEL_OPTIONS, stage="bench",
+                cache_dir=Path("/tmp/pd-bench-speed-cache"))
+    floor = _fwd_bwd(RunContext(**base), data, 256)
+    ctx = RunContext(**base, precision=precision, compile=compile_)
+    reps = 1 if quick else 3
+    out = {"method": method, "mode": mode, "floor_s": floor, "threads": torch.get_num_threads()}
+    regs = get_host().registries()
+
+    if method == "experts":
+        from pd_plugins.evaluate import train_network
+
+        net = ctx.make_model(data.channels, data.num_classes, data.im_size)
+        batch = data.subset(torch.arange(256))
+        aug = ctx.make_augmenter(data)
+
+        def step():
+            train_network(net, batch, ctx, epochs=1, lr=0.01, momentum=0.0, weight_decay=0.0, batch=256,
+                          decay_epoch=None, augmenter=aug, generator=torch.Generator().manual_seed(0))
+        step()
+        out["s_per_iter"] = _timeit(step, max(reps, 3))
+    else:
+        ipc = {"dm": 10, "dc1": 1, "dc10": 10, "dsa10": 10, "mtt": 10}[method]
+        name = {"dm": "dm", "dc1": "dc", "dc10": "dc", "dsa10": "dsa", "mtt": "mtt"}[method]
+        cls = regs["distiller"].load(name)
+        opts = {"syn_steps": syn_steps, "batch_syn": 100, "expert_epochs": 2, "max_start_epoch": 2,
+                "train_epochs": 4, "experts": 1, "memory": memory} if name == "mtt" else {}
+        dist = cls(cls.resolve_options(opts))
+        obj = dist.objective()
+        labels = class_major_labels(data.num_classes, ipc)
+        init = "noise" if name == "dc" else "real"
+        images = initial_images(data, ipc, init, ctx.generator("init"), "cpu").requires_grad_(True)
+        if name == "mtt":  # timing needs no trained experts: a synthetic trajectory of the right size
+            obj.setup_student(data, labels, ctx)
+            p0 = torch.cat([p.detach().reshape(-1) for p in obj.student.parameters()])
+            obj._cache[0] = p0 + 0.01 * torch.randn(5, p0.numel(), generator=torch.Generator().manual_seed(0))
+            out["floor_fwd_bwd_100_s"] = _fwd_bwd(RunContext(**base), data, 100)
+            out.update(syn_steps=syn_steps, memory=memory)
+        else:
+            obj.setup(data, ipc, labels, ctx)
+        opt = torch.optim.SGD([images], lr=dist.options.lr_img, momentum=0.5)
+        extra = obj.extra_parameters()
+        extra_opt = torch.optim.SGD(extra, lr=1.0) if extra else None
+        if quick and method in ("dc10", "dsa10"):
+            # one matching step and one inner training (50 epochs) of iteration 0; iteration = 10 m + 9 inner
+            obj.begin_iteration(0)
+            inner = obj.inner_loop
+            obj.inner_loop = 1
+            run_iteration(obj, images, opt, extra_opt, 0, steps=1)  # warm-up (compiles), inner 1 epoch
+            obj.inner_loop = inner
+
+            def match():
+                loss, _ = obj.loss(images, 0, 0)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+
+            def train_inner():
+                obj.after_step(images.detach(), 0, 0)
+            m, t_inner = _timeit(match, 1), _timeit(train_inner, 1)
+            out["s_per_iter"] = obj.outer_loop * m + (obj.outer_loop - 1) * t_inner
+            out["scaled_from"] = {"matching_step_s": m, "inner_training_s": t_inner, "outer": obj.outer_loop}
+        else:
+            it = iter(range(10 ** 6))
+            run_iteration(obj, images, opt, extra_opt, next(it))  # warm-up
+            out["s_per_iter"] = _timeit(lambda: run_iteration(obj, images, opt, extra_opt, next(it)), reps)
+    out["ratio"] = out["s_per_iter"] / floor
+    if "floor_fwd_bwd_100_s" in out:
+        out["ratio_fwd_bwd_100"] = out["s_per_iter"] / out["floor_fwd_bwd_100_s"]
+    out["peak_rss_gb"] = _peak_gb()
+    return out
+
+
+def _spawn(args: list[str], timeout: int) -> dict:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    try:
+        proc = subprocess.run([sys.executable, __file__, "--worker", *args], capture_output=True, text=True,
+                              env=env, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {timeout} s"}
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        return {"error": (proc.stderr.strip().splitlines() or ["no output"])[-1][:300]}
+    res = json.loads(lines[-1])
+    warn = [ln for ln in proc.stderr.splitlines() if "torch.compile failed" in ln]
+    if warn:
+        res["compile_warning"] = warn[0][:300]
+    return res
+
+
+def _table(rows: list[dict]) -> str:
+    modes = list(dict.fromkeys(r["mode"] for r in rows))
+    head = "| method | original × floor | " + " | ".join(f"{m} × floor (peak GB)" for m in modes) + " |"
+    lines = [head, "|" + "---|" * (len(modes) + 2)]
+    for method in dict.fromkeys(r["method"] for r in rows):
+        cells = []
+        for m in modes:
+            r = next((r for r in rows if r["method"] == method and r["mode"] == m), None)
+            if r is None or "error" in r:
+                cells.append("error" if r else "–")
+            else:
+                extra = f" [{r['ratio_fwd_bwd_100']:.1f} × fb(100)]" if "ratio_fwd_bwd_100" in r else ""
+                cells.append(f"{r['ratio']:.2f}{extra} ({r['peak_rss_gb']:.2f})")
+        lines.append(f"| {method} | {ORIGINAL.get(method, '')} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="time one iteration per config (DC/DSA ipc 10 scaled)")
+    ap.add_argument("--data", default="/work/shared/data/mnist.npz")
+    ap.add_argument("--methods", default=",".join(METHODS))
+    ap.add_argument("--modes", default=",".join(MODES))
+    ap.add_argument("--mtt-memory", default="10,40", help="syn_steps values for the MTT peak-RSS comparison ('' skips)")
+    ap.add_argument("--timeout", type=int, default=1800, help="seconds per subprocess")
+    ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--method", help=argparse.SUPPRESS)
+    ap.add_argument("--mode", help=argparse.SUPPRESS)
+    ap.add_argument("--syn-steps", type=int, default=10, help=argparse.SUPPRESS)
+    ap.add_argument("--memory", default="unrolled", help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    if a.worker:
+        print(json.dumps(worker(a.method, a.mode, a.data, a.quick, a.syn_steps, a.memory)))
+        return
+    common = ["--data", a.data] + (["--quick"] if a.quick else [])
+    load_before = os.getloadavg()
+    rows = []
+    for method in [m for m in a.methods.split(",") if m]:
+        for mode in [m for m in a.modes.split(",") if m]:
+            res = {"method": method, "mode": mode, **_spawn(["--method", method, "--mode", mode, *common], a.timeout)}
+            print(json.dumps(res), flush=True)
+            rows.append(res)
+    memory_rows = []
+    for steps in [int(s) for s in a.mtt_memory.split(",") if s]:
+        for memory in ("constant", "unrolled"):
+            res = _spawn(["--method", "mtt", "--mode", "fp32", "--syn-steps", str(steps), "--memory", memory,
+                          "--data", a.data, "--quick"], a.timeout)
+            res = {"syn_steps": steps, "memory": memory, **{k: res.get(k) for k in ("s_per_iter", "ratio",
+                   "ratio_fwd_bwd_100", "peak_rss_gb", "error") if k in res}}
+            print(json.dumps(res), flush=True)
+            memory_rows.append(res)
+    report = {"quick": a.quick, "loadavg_before": load_before, "loadavg_after": os.getloadavg(),
+              "model_options": MODEL_OPTIONS, "original_ratios": ORIGINAL, "rows": rows, "mtt_memory": memory_rows}
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "speed.json").write_text(json.dumps(report, indent=2))
+    md = [f"# bench_speed ({'quick' if a.quick else 'full'}); load average before {load_before}, "
+          f"after {report['loadavg_after']}", "", "Ratios are s/iteration ÷ fp32 eager fwd+bwd of ConvNet-3 at "
+          "batch 256 timed in the same process; MTT also ÷ fwd+bwd(100).", "", _table(rows), ""]
+    if memory_rows:
+        md += ["| MTT memory | syn_steps | s/iter | peak RSS GB |", "|---|---|---|---|"]
+        md += [f"| {r['memory']} | {r['syn_steps']} | {r.get('s_per_iter') or r.get('error')} | "
+               f"{r.get('peak_rss_gb')} |" for r in memory_rows]
+    (RESULTS / "speed.md").write_text("\n".join(md) + "\n")
+    print("\n".join(md))
+
+
+if __name__ == "__main__":
+    main()
