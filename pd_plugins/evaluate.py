@@ -72,6 +72,29 @@ def train_network(net, train: ImageDataset, ctx, *, epochs: int, lr: float, mome
     return last
 
 
+@dataclass(frozen=True)
+class TrainRecipe:
+    """Constant-lr SGD training on a real set: the MTT expert recipe by default (SGD 0.01,
+    momentum 0, weight decay 0, batch 256, independent DSA, no decay). Experts and pruning
+    scorers both train with it, so its fields are part of their cache keys."""
+
+    epochs: int = 50
+    lr: float = 0.01
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+    batch: int = 256
+    augment: bool = True
+
+    def train(self, net, data: ImageDataset, ctx, generator: torch.Generator, *, augmenter=None,
+              epochs: Optional[int] = None, desc: str = "train") -> float:
+        """Train ``net`` on ``data`` for ``epochs`` (default: the recipe's); returns the final loss."""
+        if augmenter is None and self.augment:
+            augmenter = ctx.make_augmenter(data)
+        return train_network(net, data, ctx, epochs=self.epochs if epochs is None else epochs, lr=self.lr,
+                             momentum=self.momentum, weight_decay=self.weight_decay, batch=self.batch,
+                             decay_epoch=None, augmenter=augmenter, generator=generator, desc=desc)
+
+
 class StepEvaluator(Evaluator):
     """DC/DM step-schedule protocol with DSA during training (``dsa-step``)."""
 

@@ -11,26 +11,18 @@ from __future__ import annotations
 
 import warnings
 import zipfile
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
 from .context import RunContext
 from .errors import DataError, OptionsError
+from .evaluate import TrainRecipe
 from .types import ImageDataset, sha256_json
 
 
-@dataclass(frozen=True)
-class ExpertRecipe:
-    """How experts are trained (part of the cache key)."""
-
-    epochs: int = 50
-    lr: float = 0.01
-    momentum: float = 0.0
-    weight_decay: float = 0.0
-    batch: int = 256
-    augment: bool = True
+ExpertRecipe = TrainRecipe  # how experts are trained (part of the cache key)
 
 
 def flat_params(net: torch.nn.Module) -> torch.Tensor:
@@ -62,8 +54,6 @@ def expert_path(directory: Path, i: int) -> Path:
 
 def train_expert(data: ImageDataset, ctx: RunContext, recipe: ExpertRecipe, i: int) -> torch.Tensor:
     """Train expert ``i``; returns its (epochs + 1, P) trajectory of flat parameters."""
-    from .evaluate import train_network
-
     with ctx.fork_rng("expert-net", i):
         net = ctx.make_model(data.channels, data.num_classes, data.im_size)
     aug = ctx.make_augmenter(data) if recipe.augment else None
@@ -71,9 +61,7 @@ def train_expert(data: ImageDataset, ctx: RunContext, recipe: ExpertRecipe, i: i
     trajectory = [flat_params(net)]
     for ep in range(recipe.epochs):
         # momentum 0 in the MTT recipe, so a fresh optimiser per epoch is the same as one for all epochs
-        train_network(net, data, ctx, epochs=1, lr=recipe.lr, momentum=recipe.momentum,
-                      weight_decay=recipe.weight_decay, batch=recipe.batch, decay_epoch=None,
-                      augmenter=aug, generator=g, desc=f"expert {i} epoch {ep + 1}")
+        recipe.train(net, data, ctx, g, augmenter=aug, epochs=1, desc=f"expert {i} epoch {ep + 1}")
         trajectory.append(flat_params(net))
     return torch.stack(trajectory)
 

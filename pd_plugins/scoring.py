@@ -21,6 +21,7 @@ import torch.nn.functional as F
 
 from . import accel
 from .errors import DataError, OptionsError
+from .evaluate import TrainRecipe
 from .score_cache import ScoreCache, cache_root
 from .types import ImageDataset
 
@@ -28,17 +29,11 @@ STATISTICS = ("loss", "el2n")
 
 
 @dataclass(frozen=True)
-class ScorerRecipe:
+class ScorerRecipe(TrainRecipe):
     """How one scorer network is built and trained (``epochs`` = epochs before scoring)."""
 
     model: str = "convnet"
     model_options: dict = field(default_factory=dict)
-    epochs: int = 50
-    lr: float = 0.01
-    momentum: float = 0.0
-    weight_decay: float = 0.0
-    batch: int = 256
-    augment: bool = True
     score_batch: int = 512
 
     def describe(self) -> dict:
@@ -60,15 +55,10 @@ def parse_model_options(value, model: str) -> dict:
 
 def train_scorer(data: ImageDataset, ctx, recipe: ScorerRecipe, key: tuple) -> torch.nn.Module:
     """A fresh scorer (init from ``ctx.fork_rng(*key)``) trained ``recipe.epochs`` epochs on ``data``."""
-    from .evaluate import train_network
-
     with ctx.fork_rng("scorer-init", *key):
         net = ctx.make_model(data.channels, data.num_classes, data.im_size, name=recipe.model, **recipe.model_options)
     if recipe.epochs > 0:
-        aug = ctx.make_augmenter(data) if recipe.augment else None
-        train_network(net, data, ctx, epochs=recipe.epochs, lr=recipe.lr, momentum=recipe.momentum,
-                      weight_decay=recipe.weight_decay, batch=recipe.batch, decay_epoch=None, augmenter=aug,
-                      generator=ctx.generator("scorer-train", *key), desc=f"scorer {'/'.join(map(str, key))}")
+        recipe.train(net, data, ctx, ctx.generator("scorer-train", *key), desc=f"scorer {'/'.join(map(str, key))}")
     return net
 
 
