@@ -72,7 +72,7 @@ def worker(method: str, mode: str, data_path: str, quick: bool, syn_steps: int =
 
     from pd_plugins.context import RunContext
     from pd_plugins.datasets import npz
-    from pd_plugins.objectives import run_iteration
+    from pd_plugins.objectives import SyntheticOptimiser, run_iteration
     from pd_plugins.plugins import get_host
     from pd_plugins.synthetic import class_major_labels, initial_images
 
@@ -118,22 +118,20 @@ def worker(method: str, mode: str, data_path: str, quick: bool, syn_steps: int =
             out.update(syn_steps=syn_steps, memory=memory)
         else:
             obj.setup(data, ipc, labels, ctx)
-        opt = torch.optim.SGD([images], lr=dist.options.lr_img, momentum=0.5)
-        extra = obj.extra_parameters()
-        extra_opt = torch.optim.SGD(extra, lr=1.0) if extra else None
+        optimiser = SyntheticOptimiser(obj, {"images": images}, [{"params": [images], "lr": dist.options.lr_img}], 0.5)
         if quick and method in ("dc10", "dsa10"):
             # one matching step and one inner training (50 epochs) of iteration 0; iteration = 10 m + 9 inner
             obj.begin_iteration(0)
             inner = obj.inner_loop
             obj.inner_loop = 1
-            run_iteration(obj, images, opt, extra_opt, 0, steps=1)  # warm-up (compiles), inner 1 epoch
+            run_iteration(obj, images, optimiser, 0, steps=1)  # warm-up (compiles), inner 1 epoch
             obj.inner_loop = inner
 
             def match():
                 loss, _ = obj.loss(images, 0, 0)
-                opt.zero_grad(set_to_none=True)
+                optimiser.zero_grad()
                 loss.backward()
-                opt.step()
+                optimiser.step()
 
             def train_inner():
                 obj.after_step(images.detach(), 0, 0)
@@ -142,8 +140,8 @@ def worker(method: str, mode: str, data_path: str, quick: bool, syn_steps: int =
             out["scaled_from"] = {"matching_step_s": m, "inner_training_s": t_inner, "outer": obj.outer_loop}
         else:
             it = iter(range(10 ** 6))
-            run_iteration(obj, images, opt, extra_opt, next(it))  # warm-up
-            out["s_per_iter"] = _timeit(lambda: run_iteration(obj, images, opt, extra_opt, next(it)), reps)
+            run_iteration(obj, images, optimiser, next(it))  # warm-up
+            out["s_per_iter"] = _timeit(lambda: run_iteration(obj, images, optimiser, next(it)), reps)
     out["ratio"] = out["s_per_iter"] / floor
     if "floor_fwd_bwd_100_s" in out:
         out["ratio_fwd_bwd_100"] = out["s_per_iter"] / out["floor_fwd_bwd_100_s"]

@@ -11,7 +11,7 @@ and told after each update (DC trains its network on the synthetic set in betwee
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 
@@ -58,7 +58,62 @@ class Objective:
         pass
 
 
-def run_iteration(objective: Objective, images: torch.Tensor, opt, extra_opt, it: int,
+class SyntheticOptimiser:
+    """The learnable synthetic tensors (images, or a generator's latents), their SGD
+    optimiser, the objective's extra parameters (e.g. MTT's lr), and the checkpointed loop.
+
+    Pixel and generative-prior distillers differ only in how one step computes gradients;
+    state, resume, the learned-lr metric and the divergence guard live here once.
+    """
+
+    def __init__(self, objective: Objective, tensors: dict[str, torch.Tensor], groups: list[dict], momentum: float):
+        self.objective = objective
+        self.tensors = tensors
+        self.opt = torch.optim.SGD(groups, lr=groups[0]["lr"], momentum=momentum)
+        extra = objective.extra_parameters()
+        self.extra_opt = torch.optim.SGD(extra, lr=1.0) if extra else None
+
+    def zero_grad(self) -> None:
+        self.opt.zero_grad(set_to_none=True)
+        if self.extra_opt is not None:
+            self.extra_opt.zero_grad(set_to_none=True)
+
+    def step(self) -> None:
+        self.opt.step()
+        if self.extra_opt is not None:
+            self.extra_opt.step()
+
+    def state(self) -> dict:
+        return {"tensors": {k: v.detach().cpu().clone() for k, v in self.tensors.items()},
+                "opt": self.opt.state_dict(),
+                "extra_opt": self.extra_opt.state_dict() if self.extra_opt is not None else None,
+                "objective": self.objective.state()}
+
+    def load_state(self, state: dict) -> None:
+        with torch.no_grad():
+            for k, v in self.tensors.items():
+                v.copy_(state["tensors"][k].to(v.device))
+        self.opt.load_state_dict(state["opt"])
+        if self.extra_opt is not None and state.get("extra_opt") is not None:
+            self.extra_opt.load_state_dict(state["extra_opt"])
+        self.objective.load_state(state.get("objective", {}))
+
+    def run(self, ctx: RunContext, iterations: int, step: Callable[[int], dict], *, desc: str, log_every: int) -> list[dict]:
+        """``iterate`` with resume, the learned lr logged as ``syn_lr`` and guarded (finite, > 0)."""
+        from .synthetic import iterate
+
+        def logged_step(it: int) -> dict:
+            metrics = step(it)
+            lr = self.objective.learned_lr()
+            if lr is not None:
+                metrics["syn_lr"] = lr
+            return metrics
+
+        return iterate(ctx, iterations, logged_step, self.state, self.load_state, desc=desc, log_every=log_every,
+                       watch=("loss", "syn_lr"), positive=("syn_lr",))
+
+
+def run_iteration(objective: Objective, images: torch.Tensor, optimiser: SyntheticOptimiser, it: int,
                   steps: Optional[int] = None) -> dict:
     """One iteration: ``steps`` (default all) image updates; returns the mean loss and extra metrics."""
     objective.begin_iteration(it)
@@ -67,13 +122,9 @@ def run_iteration(objective: Objective, images: torch.Tensor, opt, extra_opt, it
     n = objective.steps_per_iteration() if steps is None else steps
     for s in range(n):
         loss, extra_metrics = objective.loss(images, it, s)
-        opt.zero_grad(set_to_none=True)
-        if extra_opt is not None:
-            extra_opt.zero_grad(set_to_none=True)
+        optimiser.zero_grad()
         loss.backward()
-        opt.step()
-        if extra_opt is not None:
-            extra_opt.step()
+        optimiser.step()
         objective.after_step(images.detach(), it, s)
         total += float(loss.detach())
         metrics.update(extra_metrics)
@@ -85,39 +136,16 @@ def distill_pixels(objective: Objective, data: ImageDataset, init_pool: ImageDat
                    name: str, iterations: int, lr_img: float, momentum: float, init: str, log_every: int,
                    options: dict):
     """Optimise synthetic images under ``objective`` with SGD; shared by every pixel distiller."""
-    from .synthetic import class_major_labels, initial_images, iterate
+    from .synthetic import class_major_labels, initial_images
     from .types import DistillResult
 
-    device = ctx.device
-    images = initial_images(init_pool, ipc, init, ctx.generator(name, "init"), device).requires_grad_(True)
+    images = initial_images(init_pool, ipc, init, ctx.generator(name, "init"), ctx.device).requires_grad_(True)
     labels = class_major_labels(data.num_classes, ipc)
     objective.setup(data, ipc, labels, ctx)
-    opt = torch.optim.SGD([images], lr=lr_img, momentum=momentum)
-    extra = objective.extra_parameters()
-    extra_opt = torch.optim.SGD(extra, lr=1.0) if extra else None
-
-    def step(it: int) -> dict:
-        metrics = run_iteration(objective, images, opt, extra_opt, it)
-        lr = objective.learned_lr()
-        if lr is not None:
-            metrics["syn_lr"] = lr
-        return metrics
-
-    def get_state():
-        return {"images": images.detach().cpu().clone(), "opt": opt.state_dict(),
-                "extra_opt": extra_opt.state_dict() if extra_opt is not None else None,
-                "objective": objective.state()}
-
-    def set_state(state):
-        with torch.no_grad():
-            images.copy_(state["images"].to(device))
-        opt.load_state_dict(state["opt"])
-        if extra_opt is not None and state.get("extra_opt") is not None:
-            extra_opt.load_state_dict(state["extra_opt"])
-        objective.load_state(state.get("objective", {}))
-
-    history = iterate(ctx, iterations, step, get_state, set_state, desc=name, log_every=log_every,
-                      watch=("loss", "syn_lr"), positive=("syn_lr",))
+    optimiser = SyntheticOptimiser(objective, {"images": images}, [{"params": [images], "lr": lr_img}], momentum)
+    history = optimiser.run(ctx, iterations, lambda it: run_iteration(objective, images, optimiser, it),
+                            desc=name, log_every=log_every)
     learned = objective.learned_labels()
-    return DistillResult(images=images.detach().cpu(), labels=learned if learned is not None else labels, ipc=ipc, distiller=name, options=options,
-                         lr=objective.learned_lr(), history=history, source=data.fingerprint())
+    return DistillResult(images=images.detach().cpu(), labels=learned if learned is not None else labels, ipc=ipc,
+                         distiller=name, options=options, lr=objective.learned_lr(), history=history,
+                         source=data.fingerprint())

@@ -390,7 +390,6 @@ class Run:
 
     def _check_ipc(self, pool, what: str) -> None:
         counts = pool.class_counts()
-        present = [c for c in counts if c > 0]
         smallest = min(counts) if counts else 0
         init = getattr(self.distiller.options, "init", "real")
         if smallest == 0:
@@ -401,7 +400,6 @@ class Run:
                 f"ipc {self.cfg.ipc} is larger than the smallest class after pruning ({smallest} samples); "
                 "lower --ipc or raise --keep"
             )
-        del present
 
     def run_distill(self, data_fp: str, pruned):
         from .types import DistillResult
@@ -422,8 +420,8 @@ class Run:
         try:
             result = self._call("distiller", self.cfg.distiller, self.distiller.distill, data, self.cfg.ipc, ctx, init_pool)
         except DivergenceError as exc:
-            if exc.state is not None and "images" in exc.state:
-                atomic_torch_save({"images": exc.state["images"], "error": str(exc)}, self.out / "diverged.pt")
+            if exc.state is not None and exc.state.get("tensors"):  # last finite images or latents
+                atomic_torch_save({**exc.state["tensors"], "error": str(exc)}, self.out / "diverged.pt")
             raise
         result.meta = {**result.meta, "mode": self.cfg.mode, "pool_size": len(data), "init_pool_size": len(init_pool)}
         atomic_torch_save({

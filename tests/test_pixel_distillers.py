@@ -139,7 +139,7 @@ def test_mtt_soft_labels_and_divergence_guard(host, tiny, tmp_path):
     assert res.labels.shape == (10, 10) and not torch.equal(res.labels, torch.eye(10))
     with pytest.raises(DivergenceError) as err:
         _mtt(host, lr_img=1e12, lr_lr=1e6).distill(tiny, 1, _ctx(tmp_path))
-    assert err.value.state is not None and torch.isfinite(err.value.state["images"]).all()
+    assert err.value.state is not None and torch.isfinite(err.value.state["tensors"]["images"]).all()
 
 
 def test_mtt_rejects_unwired_options(host, tiny, tmp_path):

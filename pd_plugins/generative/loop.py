@@ -15,7 +15,7 @@ from typing import Callable, Optional
 import torch
 
 from ..context import RunContext
-from ..objectives import Objective
+from ..objectives import Objective, SyntheticOptimiser
 from ..options import option
 from ..types import ImageDataset
 from .base import Generator
@@ -64,7 +64,7 @@ def distill_latents(objective: Objective, gen: Generator, data: ImageDataset, in
                     sg_batch: int, log_every: int, options: dict):
     """Optimise the generator's latents under ``objective``; returns a DistillResult with
     the latents, the generator's identity and the final rendered images."""
-    from ..synthetic import class_major_labels, iterate
+    from ..synthetic import class_major_labels
     from ..types import DistillResult
 
     latents = {k: v.to(ctx.device).requires_grad_(True) for k, v in gen.init_latents(init_pool, ipc, ctx).items()}
@@ -72,9 +72,7 @@ def distill_latents(objective: Objective, gen: Generator, data: ImageDataset, in
     dev_labels = labels.to(ctx.device)
     objective.setup(data, ipc, labels, ctx)
     groups = [{"params": [t], "lr": lrs[gen.latent_roles.get(k, "img")], "name": k} for k, t in latents.items()]
-    opt = torch.optim.SGD(groups, lr=groups[0]["lr"], momentum=momentum)
-    extra = objective.extra_parameters()
-    extra_opt = torch.optim.SGD(extra, lr=1.0) if extra else None
+    optimiser = SyntheticOptimiser(objective, latents, groups, momentum)
     needs_after = type(objective).after_step is not Objective.after_step
     n = labels.numel()
 
@@ -84,44 +82,23 @@ def distill_latents(objective: Objective, gen: Generator, data: ImageDataset, in
         metrics: dict = {}
         total = 0.0
         for s in range(objective.steps_per_iteration()):
-            opt.zero_grad(set_to_none=True)
-            if extra_opt is not None:
-                extra_opt.zero_grad(set_to_none=True)
+            optimiser.zero_grad()
             loss, extra_metrics, _ = chunked_step(gen.decode, latents, dev_labels, aux, sg_batch,
                                                   lambda x: objective.loss(x, it, s))
-            opt.step()
-            if extra_opt is not None:
-                extra_opt.step()
+            optimiser.step()
             if needs_after:
                 objective.after_step(render(gen.decode, latents, dev_labels, aux, sg_batch), it, s)
             total += float(loss.detach())
             metrics.update(extra_metrics)
         metrics["loss"] = total / objective.steps_per_iteration()
-        lr = objective.learned_lr()
-        if lr is not None:
-            metrics["syn_lr"] = lr
         return metrics
 
-    def get_state():
-        return {"latents": {k: v.detach().cpu().clone() for k, v in latents.items()}, "opt": opt.state_dict(),
-                "extra_opt": extra_opt.state_dict() if extra_opt is not None else None,
-                "objective": objective.state()}
-
-    def set_state(state):
-        with torch.no_grad():
-            for k, v in latents.items():
-                v.copy_(state["latents"][k].to(ctx.device))
-        opt.load_state_dict(state["opt"])
-        if extra_opt is not None and state.get("extra_opt") is not None:
-            extra_opt.load_state_dict(state["extra_opt"])
-        objective.load_state(state.get("objective", {}))
-
-    history = iterate(ctx, iterations, step, get_state, set_state, desc=name, log_every=log_every,
-                      watch=("loss", "syn_lr"))
+    history = optimiser.run(ctx, iterations, step, desc=name, log_every=log_every)
     final_key = ("final",)
     images = render(gen.decode, latents, dev_labels, gen.aux(final_key, n, ctx), sg_batch)
     generator = {**gen.describe(), "render_key": list(final_key), "stage": ctx.stage, "seed": ctx.seed}
-    return DistillResult(images=images.detach().cpu(), labels=labels, ipc=ipc, distiller=name, options=options,
+    learned = objective.learned_labels()  # e.g. MTT soft labels
+    return DistillResult(images=images.detach().cpu(), labels=learned if learned is not None else labels, ipc=ipc, distiller=name, options=options,
                          lr=objective.learned_lr(), latents={k: v.detach().cpu() for k, v in latents.items()},
                          generator=generator, history=history, source=data.fingerprint())
 
