@@ -241,11 +241,13 @@ def _make_splits(
     classes=None,
     num_classes: Optional[int] = None,
     allow_flip: Optional[bool] = None,
+    train_index: Optional[torch.Tensor] = None,
 ) -> DataSplits:
     """Validate a (pixels, labels) pair per split and wrap them as :class:`DataSplits`.
 
     ``stats=None`` computes mean/std from the train split. ``num_classes`` defaults to
-    ``len(classes)`` or the largest label + 1 over both splits.
+    ``len(classes)`` or the largest label + 1 over both splits. ``train_index`` gives the
+    train images' positions in the source (default ``0..n-1``).
     """
     (xtr, ytr), (xte, yte) = train, test
     for split, (x, y) in (("train", train), ("test", test)):
@@ -272,7 +274,7 @@ def _make_splits(
     mean, std = tuple(float(v) for v in stats[0]), tuple(float(v) for v in stats[1])
     flip = _allow_flip(name) if allow_flip is None else allow_flip
 
-    def build(x: torch.Tensor, y: torch.Tensor) -> ImageDataset:
+    def build(x: torch.Tensor, y: torch.Tensor, index: Optional[torch.Tensor] = None) -> ImageDataset:
         return ImageDataset(
             pixels=x,
             labels=y,
@@ -280,7 +282,7 @@ def _make_splits(
             mean=mean,
             std=std,
             name=name,
-            index=torch.arange(int(x.shape[0]), dtype=torch.long),
+            index=torch.arange(int(x.shape[0]), dtype=torch.long) if index is None else index,
             source_id=_source_id(x, y),
             class_names=names,
             pixel_max=float(pixel_max),
@@ -288,7 +290,7 @@ def _make_splits(
             allow_flip=flip,
         )
 
-    return DataSplits(train=build(xtr, ytr), test=build(xte, yte))
+    return DataSplits(train=build(xtr, ytr, train_index), test=build(xte, yte))
 
 
 # ---------------------------------------------------------------------------------------
@@ -330,10 +332,25 @@ def digits(root: Optional[str] = None, *, test_fraction: float = 0.2, split_seed
     )
 
 
-def npz(root: Optional[str], *, name: str = "", normalize: str = "auto") -> DataSplits:
+def first_per_class(labels: torch.Tensor, n: int) -> torch.Tensor:
+    """Sorted positions of the first ``n`` samples of every class, in source order."""
+    keep = torch.zeros(labels.shape[0], dtype=torch.bool)
+    for c in torch.unique(labels):
+        keep[torch.nonzero(labels == c).flatten()[:n]] = True
+    return torch.nonzero(keep).flatten()
+
+
+def npz(root: Optional[str], *, name: str = "", normalize: str = "auto", train_per_class: int = 0,
+        test_per_class: int = 0) -> DataSplits:
     """A .npz file with x_train, y_train, x_test, y_test (optional classes); root is the file path."""
+    # train_per_class / test_per_class > 0 keep only the first N images of every class of that
+    # split, in file order (CPU-scale options, recorded in the run config; `index` keeps the
+    # source positions). Normalisation statistics follow the name, else the kept train images.
     if normalize not in ("auto", "train"):
         raise DataError(f"dataset 'npz': normalize must be 'auto' or 'train', got {normalize!r}")
+    for opt, value in (("train_per_class", train_per_class), ("test_per_class", test_per_class)):
+        if int(value) < 0:
+            raise DataError(f"dataset 'npz': {opt} must be >= 0 (0 keeps all), got {value}")
     if root is None or str(root).strip() == "":
         raise DataError("dataset 'npz' needs --data-root pointing at a .npz file with x_train, y_train, x_test, y_test")
     path = Path(root).expanduser()
@@ -368,9 +385,17 @@ def npz(root: Optional[str], *, name: str = "", normalize: str = "auto") -> Data
     del arrays["x_train"]
     test = _split_tensors(arrays["x_test"], arrays["y_test"], f"{where} x_test/y_test", as_uint8=as_uint8)
     del arrays
+    train_index = None
+    if int(train_per_class) > 0:
+        train_index = first_per_class(train[1], int(train_per_class))
+        train = (train[0][train_index].contiguous(), train[1][train_index])
+    if int(test_per_class) > 0:
+        test_index = first_per_class(test[1], int(test_per_class))
+        test = (test[0][test_index].contiguous(), test[1][test_index])
     ds_name = name.strip() or path.stem
     stats = _known_stats(ds_name) if normalize == "auto" else None
-    return _make_splits(where, ds_name, train, test, pixel_max=pixel_max, stats=stats, classes=classes)
+    return _make_splits(where, ds_name, train, test, pixel_max=pixel_max, stats=stats, classes=classes,
+                        train_index=train_index)
 
 
 def _torchvision(key: str, cls_name: str, folder: str, root: Optional[str]) -> DataSplits:

@@ -422,3 +422,22 @@ def test_shared_fashion_and_cifar_npz():
     s = npz(str(_shared("cifar10_exact_subset.npz")))
     assert s.train.pixels.shape == (4000, 3, 32, 32) and len(s.test) == 1000
     assert s.train.mean == (0.4914, 0.4822, 0.4465) and s.train.class_names[0] == "airplane"
+
+
+def test_npz_per_class_limits_keep_first_images_and_source_positions(tmp_path):
+    path = tmp_path / "set.npz"
+    arrays = _write_npz(path, n_train=30, n_test=12, num_classes=3)
+    s = npz(str(path), train_per_class=4, test_per_class=2)
+    assert len(s.train) == 12 and len(s.test) == 6
+    for c in range(3):
+        want = np.flatnonzero(arrays["y_train"] == c)[:4]
+        got = s.train.index[s.train.labels == c].numpy()
+        assert np.array_equal(got, want)  # source positions, first four of the class
+    back = s.train.pixels[:, 0].numpy()
+    assert np.array_equal(back, arrays["x_train"][s.train.index.numpy()])
+    assert torch.equal(s.test.labels.bincount(), torch.full((3,), 2))
+    full = npz(str(path))
+    assert torch.equal(full.train.index, torch.arange(30))
+    assert s.train.fingerprint() != full.train.fingerprint()
+    with pytest.raises(DataError, match="train_per_class must be >= 0"):
+        npz(str(path), train_per_class=-1)
