@@ -39,6 +39,7 @@ class RunContext:
     compile: bool = False
     checkpoint_every: int = 0
     on_log: Optional[Callable[[int, dict], None]] = None
+    on_rewind: Optional[Callable[[int], None]] = None
     stage: str = ""
 
     # -- randomness --------------------------------------------------------------
@@ -76,13 +77,19 @@ class RunContext:
         if self.on_log is not None:
             self.on_log(step, {k: _scalar(v) for k, v in metrics.items()})
 
+    def rewind_log(self, step: int) -> None:
+        """Forget this stage's logged rows from ``step`` on (a resumed loop logs them again)."""
+        if self.on_rewind is not None:
+            self.on_rewind(int(step))
+
     # -- factories ----------------------------------------------------------------
     def make_model(self, channels: int, num_classes: int, im_size, name: Optional[str] = None, **options):
         """Build a backbone from the model registry (``name`` defaults to the run's model)."""
         from .plugins import registries
 
         model_name = name or self.model
-        opts = dict(self.model_options if name is None else {})
+        # the run's own model keeps the run's options, also when named explicitly (cross-architecture eval)
+        opts = dict(self.model_options if name in (None, self.model) else {})
         opts.update(options)
         factory = registries()["model"].load(model_name)
         net = factory(channels=channels, num_classes=num_classes, im_size=tuple(im_size), **opts)

@@ -253,3 +253,15 @@ def test_factory_signature(name):
 
 def test_count_parameters():
     assert count_parameters(nn.Linear(3, 2)) == 8
+
+
+def test_run_model_keeps_its_options_when_named_explicitly():
+    from pd_plugins.context import RunContext
+
+    ctx = RunContext(model="convnet", model_options={"width": 8, "depth": 2})
+    own = ctx.make_model(1, 10, (8, 8), name="convnet")  # e.g. the cross-architecture table's first column
+    implicit = ctx.make_model(1, 10, (8, 8))
+    assert sum(p.numel() for p in own.parameters()) == sum(p.numel() for p in implicit.parameters())
+    ctx2 = RunContext(model="alexnet", model_options={"width": 8})
+    other = ctx2.make_model(1, 10, (8, 8), name="convnet")  # another model: its own defaults
+    assert sum(p.numel() for p in other.parameters()) > sum(p.numel() for p in own.parameters())

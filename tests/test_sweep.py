@@ -159,3 +159,32 @@ def test_report_window_plot_and_welch_on_written_cells(tmp_path):
         assert g["delta"] == pytest.approx(statistics.fmean(accs[window]) - statistics.fmean(accs[None]))
         assert g["p_value"] == pytest.approx(stats.ttest_ind(accs[window], accs[None], equal_var=False).pvalue)
     assert "el2n-window [0.6, 0.7)" in (tmp_path / "report" / "report.md").read_text()
+
+
+def test_list_of_grids_is_the_union_without_mixed_cells():
+    sw = Sweep(name="u", grid=[{"distiller": ["dm", "mtt"], "precision": ["fp32"], "compile": [False]},
+                               {"distiller": ["dm", "mtt"], "precision": ["bf16"], "compile": [True]}],
+               fixed={"ipc": 1})
+    combos = sorted((c["config"]["distiller"], c["config"]["precision"], c["config"]["compile"]) for c in sw.cells())
+    assert combos == [("dm", "bf16", True), ("dm", "fp32", False), ("mtt", "bf16", True), ("mtt", "fp32", False)]
+    # a cell named by two grids is one cell
+    again = Sweep(name="d", grid=[{"seed": [0, 1]}, {"seed": [1, 2]}])
+    assert sorted(c["config"]["seed"] for c in again.cells()) == [0, 1, 2]
+
+
+def test_sweep_file_accepts_a_list_of_grids(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text("grid:\n  - {pruner: [none]}\n  - {pruner: [random], keep: [0.5]}\nfixed: {ipc: 1}\n")
+    cells = Sweep.load(path).cells()
+    assert {c["id"] for c in cells} == {"pruner=none", "pruner=random_keep=0.5"}
+    path.write_text("grid:\n  - {pruner: [none]}\n  - []\n")
+    with pytest.raises(OptionsError, match="list of such maps"):
+        Sweep.load(path)
+
+
+def test_report_names_npz_datasets_by_their_name_option():
+    from pd_plugins.experiments.report import dataset_label
+
+    assert dataset_label({"dataset": "npz", "dataset_options": {"name": "mnist"}, "data_root": "/d/x.npz"}) == "mnist"
+    assert dataset_label({"dataset": "npz", "dataset_options": {}, "data_root": "/d/fashion.npz"}) == "fashion"
+    assert dataset_label({"dataset": "digits"}) == "digits"

@@ -38,7 +38,7 @@ def collect(sweep_dir) -> list[dict]:
         popts = cfg["resolved"].get("pruner_options") or {}
         window = popts.get("window")
         row = {
-            "cell": cell["id"], "dataset": cfg["dataset"], "distiller": cfg["distiller"], "ipc": cfg["ipc"],
+            "cell": cell["id"], "dataset": dataset_label(cfg), "distiller": cfg["distiller"], "ipc": cfg["ipc"],
             "pruner": cfg["pruner"], "keep": cfg["resolved"]["keep"],
             "window": tuple(float(w) for w in window) if window else None,
             "seed": cfg["seed"], "acc": float(res["mean"]), "model": res["model"],
@@ -50,6 +50,14 @@ def collect(sweep_dir) -> list[dict]:
     if not rows:
         raise DataError(f"{sweep_dir}: no finished cells with eval.json to report")
     return rows
+
+
+def dataset_label(cfg: dict) -> str:
+    """The dataset's display name: ``npz`` runs are named by their ``name`` option or file stem."""
+    if cfg.get("dataset") != "npz":
+        return cfg.get("dataset")
+    name = str((cfg.get("dataset_options") or {}).get("name") or "").strip()
+    return name or Path(str(cfg.get("data_root") or "npz")).stem
 
 
 def _group_key(row: dict) -> tuple:

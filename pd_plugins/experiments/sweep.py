@@ -1,6 +1,8 @@
 """``pd-run sweep``: a grid of ordinary run directories, resumable cell by cell.
 
 A sweep file names grid axes (lists) and fixed settings, both with the keys of a run
+config. ``grid`` may also be a list of such grids: the cells are the union of their
+products (e.g. fp32 eager next to bf16 + compile without the two mixed cells). Keys are those of a run
 config (``pruner``, ``keep``, ``distiller``, ``ipc``, ``seed``, ``dataset`` ...). A dotted
 axis such as ``pruner_options.window`` sets one option. Every cell is a normal run
 directory under ``SWEEP_DIR/cells/``; finished cells with the same config are skipped, a
@@ -26,10 +28,10 @@ OPTION_GROUPS = ("dataset_options", "pruner_options", "distiller_options", "mode
 
 @dataclass
 class Sweep:
-    """A parsed sweep file: grid axes (name -> list of values) and fixed settings."""
+    """A parsed sweep file: grid axes (name -> list of values, or a list of such grids) and fixed settings."""
 
     name: str
-    grid: dict[str, list]
+    grid: Any
     fixed: dict[str, Any] = field(default_factory=dict)
     out: Optional[str] = None
 
@@ -42,24 +44,36 @@ class Sweep:
         if unknown:
             raise OptionsError(f"sweep file {path}: unknown key(s) {sorted(unknown)}; use name, grid, fixed, out")
         grid = values.get("grid") or {}
-        if not isinstance(grid, dict) or not grid:
-            raise OptionsError(f"sweep file {path}: 'grid' must map config keys to lists of values")
-        grid = {str(k).replace("-", "_"): (v if isinstance(v, list) else [v]) for k, v in grid.items()}
+        grids = grid if isinstance(grid, list) else [grid]
+        if not grids or not all(isinstance(g, dict) and g for g in grids):
+            raise OptionsError(f"sweep file {path}: 'grid' must map config keys to lists of values (or be a list of such maps)")
+        grids = [{str(k).replace("-", "_"): (v if isinstance(v, list) else [v]) for k, v in g.items()} for g in grids]
+        grid = grids if isinstance(grid, list) else grids[0]
         fixed = {str(k).replace("-", "_"): v for k, v in (values.get("fixed") or {}).items()}
         return cls(name=str(values.get("name") or Path(path).stem), grid=grid, fixed=fixed, out=values.get("out"))
+
+    @property
+    def grids(self) -> list[dict]:
+        """The grid as a list of grids (one element for a plain grid)."""
+        return self.grid if isinstance(self.grid, list) else [self.grid]
 
     def cells(self) -> list[dict]:
         """One dict per grid point: ``id``, ``axes`` (the varying values) and ``config``."""
         from ..runner import RunConfig
 
         valid = {f for f in RunConfig().to_dict()}
-        for key in list(self.grid) + list(self.fixed):
+        for key in [k for g in self.grids for k in g] + list(self.fixed):
             base = key.split(".", 1)[0]
             if base not in valid or ("." in key and base not in OPTION_GROUPS):
                 raise OptionsError(f"sweep key {key!r} is not a run config key; valid: {', '.join(sorted(valid))}")
-        names = list(self.grid)
         seen: dict[str, dict] = {}
-        for values in itertools.product(*(self.grid[n] for n in names)):
+        for grid in self.grids:
+            self._product(grid, seen)
+        return list(seen.values())
+
+    def _product(self, grid: dict, seen: dict) -> None:
+        names = list(grid)
+        for values in itertools.product(*(grid[n] for n in names)):
             axes = dict(zip(names, values))
             if axes.get("pruner", self.fixed.get("pruner")) == "none":
                 # unpruned: keep and pruner options do not apply, so such cells collapse into one
@@ -68,7 +82,6 @@ class Sweep:
             cid = cell_id(axes, names)
             if cid not in seen:
                 seen[cid] = {"id": cid, "axes": axes, "config": cfg}
-        return list(seen.values())
 
 
 def _nest(flat: dict) -> dict:
