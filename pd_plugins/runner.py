@@ -20,7 +20,7 @@ from typing import Any, Optional
 
 from .context import RunContext
 from .errors import DataError, OptionsError, StageExistsError, StrategyError, PdPluginsError, DivergenceError
-from .io import atomic_torch_save, atomic_write_json, read_json, safe_torch_load, atomic_path
+from .io import atomic_path, atomic_torch_save, atomic_write_json, atomic_write_text, read_json, safe_torch_load
 from .types import sha256_json
 
 STAGES = ("prune", "distill", "eval")
@@ -85,6 +85,15 @@ def resolve_device(device: str) -> str:
     if device not in ("cpu",) and not device.startswith("cuda"):
         raise OptionsError(f"unknown device {device!r}; use auto, cpu or cuda[:i]")
     return device
+
+
+def _logged_at_or_after(line: str, stage: str, step: int) -> bool:
+    """Is this log.jsonl line a row of ``stage`` at iteration ``step`` or later?"""
+    try:
+        row = json.loads(line)
+    except ValueError:
+        return True  # a torn last line from a killed process
+    return row.get("stage") == stage and isinstance(row.get("step"), int) and row["step"] >= step
 
 
 def default_out(cfg: RunConfig) -> str:
@@ -318,12 +327,22 @@ class Run:
                 fh.write(line + "\n")
             self.host.pm.hook.on_log(step=step, metrics=metrics, context=ctx)
 
+        def on_rewind(step):
+            path = self.out / "log.jsonl"
+            if not path.exists():
+                return
+            lines = path.read_text().splitlines()
+            kept = [ln for ln in lines if not _logged_at_or_after(ln, stage, step)]
+            if len(kept) != len(lines):
+                atomic_write_text(path, "".join(ln + "\n" for ln in kept))
+
         ctx = RunContext(
             seed=cfg.seed, device=self.device, progress_enabled=cfg.progress, work_dir=self.out,
             cache_dir=Path(os.environ.get("PD_CACHE_DIR") or (self.out.parent / ".pd-cache")),
             model=cfg.model, model_options=self.resolved["model_options"], augmentation=cfg.augmentation,
             augmentation_options=self.resolved["augmentation_options"], precision=self.resolved["precision"],
-            compile=cfg.compile, checkpoint_every=cfg.checkpoint_every, on_log=on_log, stage=stage,
+            compile=cfg.compile, checkpoint_every=cfg.checkpoint_every, on_log=on_log, on_rewind=on_rewind,
+            stage=stage,
         )
         return ctx
 

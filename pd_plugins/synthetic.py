@@ -109,6 +109,7 @@ def iterate(
         start = int(saved["iteration"])
         history = list(saved.get("history", []))
         set_state(saved["state"])
+    ctx.rewind_log(start)  # rows a killed run logged past its last checkpoint are logged again below
     last_good = get_state() if start < total else None
     for it in ctx.progress(range(start, total), total=total, initial=start, desc=desc):
         metrics = step(it)
