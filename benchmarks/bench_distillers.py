@@ -1,17 +1,23 @@
-"""Per-iteration cost of dc/dsa/mtt against a compute floor, DSA overhead, MTT memory vs unroll.
+"""Per-iteration cost of every pixel distiller against its compute floor, DSA overhead, peak memory.
 
-floor = the forward+backward passes an iteration needs at its batch sizes, timed on the same
-backbone: DC/DSA (outer_loop=1, so no inner training): K x (fwd+bwd on batch_real + fwd+bwd on
-ipc); MTT: syn_steps x fwd+bwd on batch_syn. Ratio = median iteration time / floor, measured in
-this run. MTT peak RSS is measured in a fresh subprocess per syn_steps value.
+floor = the passes an iteration needs at its batch sizes, timed on the same backbone in this run:
+  DC/DSA (outer_loop=1, no inner training): K x (fwd+bwd on batch_real + fwd+bwd on ipc);
+  DM: K x (fwd on batch_real + fwd+bwd on ipc) (the real side needs no gradient);
+  MTT: syn_steps x fwd+bwd on batch_syn.
+Ratio = median iteration time / floor. DSA overhead = DSA's iteration time over DC's (the
+same gradient matching with and without the Siamese augmentation), in % of DSA's iteration.
+Peak memory (RSS on CPU, ``torch.cuda.max_memory_allocated`` on CUDA) is measured in a fresh
+subprocess per point: against ipc for DM and DC, against syn_steps for MTT. GLaD/LD3M are in
+bench_generative.py.
 
-usage: python benchmarks/bench_distillers.py  -> benchmarks/results/distillers.json
+usage: python benchmarks/bench_distillers.py [--quick] [--device cuda]
+       -> benchmarks/results/distillers.json
 """
 from __future__ import annotations
 
+import argparse
 import json
 import resource
-import statistics
 import subprocess
 import sys
 import time
@@ -19,9 +25,14 @@ from pathlib import Path
 
 import torch
 
-IPC, BATCH_REAL, REPS = 10, 64, 3
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import RESULTS, device_name, median_time, pick_device, sync_for  # noqa: E402
+
+IPC, BATCH_REAL = 10, 64
 CACHE = Path("/tmp/pd-bench-cache")
 MTT = dict(iterations=1, expert_epochs=1, max_start_epoch=1, train_epochs=2, experts=1, lr_img=10.0, lr_lr=1e-6)
+GM = {"batch_real": BATCH_REAL, "outer_loop": 1, "inner_loop": 1, "init": "real"}
+DM = {"batch_real": BATCH_REAL, "init": "real"}
 
 
 def _setup():
@@ -31,75 +42,103 @@ def _setup():
     return digits(None).train
 
 
-def _fwd_bwd(ctx, data, n: int) -> float:
-    net = ctx.make_model(data.channels, data.num_classes, data.im_size)
-    x = torch.randn(n, data.channels, *data.im_size)
-    y = torch.randint(0, data.num_classes, (n,))
-    times = []
-    for _ in range(REPS + 1):
-        t = time.perf_counter()
-        loss = torch.nn.functional.cross_entropy(net(x), y)
-        torch.autograd.grad(loss, list(net.parameters()))
-        times.append(time.perf_counter() - t)
-    return statistics.median(times[1:])
-
-
-def _iteration_time(name: str, data, opts: dict, iterations: int = REPS) -> float:
+def _ctx(device: str):
     from pd_plugins.context import RunContext
+
+    return RunContext(seed=0, device=device, cache_dir=CACHE, stage="bench")
+
+
+def _passes(ctx, data, n: int, backward: bool, reps: int) -> float:
+    """Median time of one forward (and backward) of the run's backbone on ``n`` images."""
+    net = ctx.make_model(data.channels, data.num_classes, data.im_size)
+    x = torch.randn(n, data.channels, *data.im_size, device=ctx.device)
+    y = torch.randint(0, data.num_classes, (n,), device=ctx.device)
+
+    def once():
+        if backward:
+            loss = torch.nn.functional.cross_entropy(net(x), y)
+            torch.autograd.grad(loss, list(net.parameters()))
+        else:
+            with torch.no_grad():
+                net(x)
+
+    return median_time(once, reps, sync_for(ctx.device))
+
+
+def _distiller(name: str, opts: dict, iterations: int):
     from pd_plugins.plugins import registries
 
     cls = registries()["distiller"].load(name)
-    d = cls(cls.resolve_options({**opts, "iterations": iterations, "log_every": 1}))
-    ctx = RunContext(seed=0, cache_dir=CACHE, stage="bench")
-    d.distill(data, IPC, ctx)  # warm-up (and expert training for mtt)
+    return cls(cls.resolve_options({**opts, "iterations": iterations, "log_every": 1}))
+
+
+def _iteration_time(name: str, data, opts: dict, device: str, iterations: int) -> float:
+    d = _distiller(name, opts, iterations)
+    d.distill(data, IPC, _ctx(device))  # warm-up (and expert training for mtt)
+    sync_for(device)()
     t = time.perf_counter()
-    d.distill(data, IPC, ctx)
+    d.distill(data, IPC, _ctx(device))
+    sync_for(device)()
     return (time.perf_counter() - t) / iterations
 
 
-def mtt_rss(syn_steps: int) -> float:
-    """Peak RSS (MiB) of one MTT iteration with ``syn_steps`` (run in this process)."""
+def peak_memory(name: str, ipc: int, syn_steps: int, device: str) -> float:
+    """Peak memory (MiB) of one iteration of ``name`` in this process."""
     data = _setup()
-    from pd_plugins.context import RunContext
-    from pd_plugins.distillers.mtt import MTT as M
-
-    # lr_lr=0: memory does not depend on it, and long unrolls on this tiny pool overshoot the expert
-    opts = M.resolve_options({**MTT, "syn_steps": syn_steps, "lr_lr": 0.0})
-    M(opts).distill(data, IPC, RunContext(seed=0, cache_dir=CACHE, stage="bench"))
+    opts = {"dc": GM, "dsa": GM, "dm": DM}.get(name, {**MTT, "syn_steps": syn_steps, "lr_lr": 0.0})
+    if device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+    _distiller(name, opts, 1).distill(data, ipc, _ctx(device))
+    if device.startswith("cuda"):
+        return torch.cuda.max_memory_allocated() / 2**20
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def main() -> None:
-    from pd_plugins.context import RunContext
+def _child_peak(name: str, ipc: int, syn_steps: int, device: str) -> float:
+    res = subprocess.run([sys.executable, __file__, "peak", name, str(ipc), str(syn_steps), device],
+                         capture_output=True, text=True, check=True)
+    return float(res.stdout.strip().splitlines()[-1])
 
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="fewer repeats and memory points")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--out", default=str(RESULTS / "distillers.json"))
+    a = ap.parse_args()
+    device = pick_device(a.device)
+    reps = 2 if a.quick else 3
     data = _setup()
-    ctx = RunContext(seed=0)
+    ctx = _ctx(device)
     k = data.num_classes
-    out: dict = {"dataset": "digits 8x8", "ipc": IPC, "model": "convnet (width 128)", "threads": 1, "distillers": {}}
-    gm = {"batch_real": BATCH_REAL, "outer_loop": 1, "inner_loop": 1, "init": "real"}
-    floor_gm = k * (_fwd_bwd(ctx, data, BATCH_REAL) + _fwd_bwd(ctx, data, IPC))
-    for name in ("dc", "dsa"):
-        t = _iteration_time(name, data, gm)
-        out["distillers"][name] = {"iteration_s": t, "floor_s": floor_gm, "ratio": t / floor_gm}
-    dc_t, dsa_t = out["distillers"]["dc"]["iteration_s"], out["distillers"]["dsa"]["iteration_s"]
-    out["dsa_overhead_percent"] = 100 * (dsa_t - dc_t) / dc_t
+    out: dict = {"dataset": "digits 8x8", "ipc": IPC, "batch_real": BATCH_REAL, "model": "convnet (width 128)",
+                 "device": device_name(device), "quick": a.quick, "distillers": {}}
+    fb = lambda n: _passes(ctx, data, n, True, reps)  # noqa: E731
+    fwd = lambda n: _passes(ctx, data, n, False, reps)  # noqa: E731
+    floors = {"dc": k * (fb(BATCH_REAL) + fb(IPC)), "dm": k * (fwd(BATCH_REAL) + fb(IPC))}
+    floors["dsa"] = floors["dc"]
+    for name, opts in (("dc", GM), ("dsa", GM), ("dm", DM)):
+        t = _iteration_time(name, data, opts, device, reps)
+        out["distillers"][name] = {"iteration_s": t, "floor_s": floors[name], "ratio": t / floors[name]}
     steps = 10
-    floor_mtt = steps * _fwd_bwd(ctx, data, k * IPC)
-    t = _iteration_time("mtt", data, {**MTT, "syn_steps": steps})
+    floor_mtt = steps * fb(k * IPC)
+    t = _iteration_time("mtt", data, {**MTT, "syn_steps": steps}, device, reps)
     out["distillers"]["mtt"] = {"iteration_s": t, "floor_s": floor_mtt, "ratio": t / floor_mtt, "syn_steps": steps}
-    rss = {}
-    for s in (5, 10, 20, 40):
-        res = subprocess.run([sys.executable, __file__, "rss", str(s)], capture_output=True, text=True, check=True)
-        rss[s] = float(res.stdout.strip().splitlines()[-1])
-    out["mtt_peak_rss_mib_by_syn_steps"] = rss
-    path = Path(__file__).parent / "results" / "distillers.json"
+    dc_t, dsa_t = out["distillers"]["dc"]["iteration_s"], out["distillers"]["dsa"]["iteration_s"]
+    out["dsa_overhead_percent_of_iteration"] = 100 * (dsa_t - dc_t) / dsa_t
+    unit = "cuda_max_allocated_mib" if device.startswith("cuda") else "peak_rss_mib"
+    ipcs = (1, 10) if a.quick else (1, 10, 50)
+    out[f"{unit}_by_ipc"] = {name: {i: _child_peak(name, i, 1, device) for i in ipcs} for name in ("dm", "dc")}
+    steps_list = (10, 40) if a.quick else (5, 10, 20, 40)
+    out[f"mtt_{unit}_by_syn_steps"] = {s: _child_peak("mtt", IPC, s, device) for s in steps_list}
+    path = Path(a.out)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(out, indent=2))
     print(json.dumps(out, indent=2))
 
 
 if __name__ == "__main__":
-    if len(sys.argv) > 2 and sys.argv[1] == "rss":
-        print(mtt_rss(int(sys.argv[2])))
+    if len(sys.argv) > 2 and sys.argv[1] == "peak":
+        print(peak_memory(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]))
     else:
         main()

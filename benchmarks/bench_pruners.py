@@ -6,7 +6,7 @@ same, pre-normalised batches under ``torch.inference_mode``, and prints the rati
 this run. It also times a cache miss (train + score) and a cache hit of ``score_dataset``.
 Results go to ``benchmarks/results/pruners.json``.
 
-    python benchmarks/bench_pruners.py [--n 4096] [--size 32] [--device auto] [--repeats 3]
+    python benchmarks/bench_pruners.py [--quick] [--n 4096] [--size 32] [--device auto] [--repeats 3]
 """
 from __future__ import annotations
 
@@ -37,6 +37,7 @@ def main() -> None:
     from pd_plugins.types import ImageDataset
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="1,024 images and 2 repeats")
     ap.add_argument("--n", type=int, default=4096)
     ap.add_argument("--size", type=int, default=32)
     ap.add_argument("--channels", type=int, default=3)
@@ -45,6 +46,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "pruners.json"))
     a = ap.parse_args()
+    if a.quick:
+        a.n, a.repeats = min(a.n, 1024), min(a.repeats, 2)
     device = ("cuda" if torch.cuda.is_available() else "cpu") if a.device == "auto" else a.device
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     g = torch.Generator().manual_seed(0)
@@ -83,7 +86,7 @@ def main() -> None:
     assert meta["cache"] == "hit"
     print(f"score cache: miss (1 epoch training + scoring) {miss:.2f} s, hit {hit * 1e3:.1f} ms")
     result = {"device": torch.cuda.get_device_name() if device.startswith("cuda") else f"cpu ({torch.get_num_threads()} threads)",
-              "n": a.n, "image": [a.channels, a.size, a.size], "batch": a.batch, "model": "convnet",
+              "quick": a.quick, "n": a.n, "image": [a.channels, a.size, a.size], "batch": a.batch, "model": "convnet",
               "torch": torch.__version__, "scoring": rows, "cache": {"miss_seconds": miss, "hit_seconds": hit}}
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(result, indent=2) + "\n")

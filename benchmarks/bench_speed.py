@@ -2,7 +2,8 @@
 
 Real MNIST (``--data``, default /work/shared/data/mnist.npz), ConvNet-3 (width 128, instancenorm),
 the papers' loop settings: DM ipc 10 (batch_real 256, DSA), DC ipc 1 and ipc 10 (outer/inner
-1/1 and 10/50), DSA ipc 10, MTT ipc 10 (syn_steps 10, batch_syn 100, unrolled), and expert
+1/1 and 10/50), DSA ipc 10, MTT ipc 10 (syn_steps 10, batch_syn 100; ``mtt`` unrolled, ``mttc``
+the constant-memory gradient), and expert
 training (one SGD step at batch 256). Modes: fp32 eager, compile, bf16, compile+bf16.
 
 Every (method, mode) runs in its own subprocess, which first times the floor -- one fp32 eager
@@ -30,11 +31,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
-METHODS = ("dm", "dc1", "dc10", "dsa10", "mtt", "experts")
+METHODS = ("dm", "dc1", "dc10", "dsa10", "mtt", "mttc", "experts")  # mttc: MTT with memory=constant
 MODES = {"fp32": ("fp32", False), "compile": ("fp32", True), "bf16": ("bf16", False),
          "compile+bf16": ("bf16", True)}
 MODEL_OPTIONS = {"width": 128, "depth": 3, "norm": "instancenorm"}
-ORIGINAL = {"dm": 3.7, "dc1": 8.2, "dc10": 219, "dsa10": 242, "mtt": 31.9, "experts": 1.06}
+ORIGINAL = {"dm": 3.7, "dc1": 8.2, "dc10": 219, "dsa10": 242, "mtt": 31.9, "mttc": 31.9, "experts": 1.06}
 
 
 def _peak_gb() -> float:
@@ -100,8 +101,10 @@ def worker(method: str, mode: str, data_path: str, quick: bool, syn_steps: int =
         step()
         out["s_per_iter"] = _timeit(step, max(reps, 3))
     else:
-        ipc = {"dm": 10, "dc1": 1, "dc10": 10, "dsa10": 10, "mtt": 10}[method]
-        name = {"dm": "dm", "dc1": "dc", "dc10": "dc", "dsa10": "dsa", "mtt": "mtt"}[method]
+        ipc = {"dm": 10, "dc1": 1, "dc10": 10, "dsa10": 10, "mtt": 10, "mttc": 10}[method]
+        name = {"dm": "dm", "dc1": "dc", "dc10": "dc", "dsa10": "dsa", "mtt": "mtt", "mttc": "mtt"}[method]
+        if method == "mttc":
+            memory = "constant"
         cls = regs["distiller"].load(name)
         opts = {"syn_steps": syn_steps, "batch_syn": 100, "expert_epochs": 2, "max_start_epoch": 2,
                 "train_epochs": 4, "experts": 1, "memory": memory} if name == "mtt" else {}
@@ -191,6 +194,8 @@ def main() -> None:
     ap.add_argument("--modes", default=",".join(MODES))
     ap.add_argument("--mtt-memory", default="10,40", help="syn_steps values for the MTT peak-RSS comparison ('' skips)")
     ap.add_argument("--timeout", type=int, default=1800, help="seconds per subprocess")
+    ap.add_argument("--merge", action="store_true",
+                    help="keep the rows of results/speed.json that this invocation does not re-measure")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--method", help=argparse.SUPPRESS)
     ap.add_argument("--mode", help=argparse.SUPPRESS)
@@ -205,7 +210,8 @@ def main() -> None:
     rows = []
     for method in [m for m in a.methods.split(",") if m]:
         for mode in [m for m in a.modes.split(",") if m]:
-            res = {"method": method, "mode": mode, **_spawn(["--method", method, "--mode", mode, *common], a.timeout)}
+            res = {"method": method, "mode": mode, **_spawn(["--method", method, "--mode", mode, *common], a.timeout),
+                   "measured": time.strftime("%Y-%m-%d %H:%M"), "loadavg": os.getloadavg()[0]}
             print(json.dumps(res), flush=True)
             rows.append(res)
     memory_rows = []
@@ -217,6 +223,13 @@ def main() -> None:
                    "ratio_fwd_bwd_100", "peak_rss_gb", "error") if k in res}}
             print(json.dumps(res), flush=True)
             memory_rows.append(res)
+    if a.merge and (RESULTS / "speed.json").exists():
+        old = json.loads((RESULTS / "speed.json").read_text())
+        new_keys = {(r["method"], r["mode"]) for r in rows}
+        rows = [r for r in old.get("rows", []) if (r["method"], r["mode"]) not in new_keys] + rows
+        rows.sort(key=lambda r: (METHODS.index(r["method"]) if r["method"] in METHODS else 99, list(MODES).index(r["mode"])))
+        new_mem = {(r["syn_steps"], r["memory"]) for r in memory_rows}
+        memory_rows = [r for r in old.get("mtt_memory", []) if (r["syn_steps"], r["memory"]) not in new_mem] + memory_rows
     report = {"quick": a.quick, "loadavg_before": load_before, "loadavg_after": os.getloadavg(),
               "model_options": MODEL_OPTIONS, "original_ratios": ORIGINAL, "rows": rows, "mtt_memory": memory_rows}
     RESULTS.mkdir(parents=True, exist_ok=True)

@@ -27,10 +27,13 @@ def test_discovers_every_bench_script(run_all):
     assert "run_all.py" not in names and {p.name for p in run_all.scripts({"startup"})} == {"bench_startup.py"}
 
 
-def test_flags_only_where_supported(run_all):
+def test_flags_only_where_supported(run_all, tmp_path):
     assert run_all.flags(BENCH / "bench_scaling.py", False, "cuda") == ["--quick", "--device", "cuda"]
     assert run_all.flags(BENCH / "bench_scaling.py", True, None) == []
-    assert run_all.flags(BENCH / "bench_distillers.py", False, "cuda") == []  # takes neither flag
+    assert run_all.flags(BENCH / "bench_distillers.py", True, "cuda") == ["--device", "cuda"]
+    bare = tmp_path / "bench_bare.py"
+    bare.write_text("print('no options')\n")
+    assert run_all.flags(bare, False, "cuda") == []  # takes neither flag
 
 
 def test_readme_table(run_all, tmp_path, monkeypatch):
