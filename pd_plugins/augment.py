@@ -167,6 +167,7 @@ class DSA(Augmenter):
 
     def __init__(
         self,
+        *,
         strategy: str = DEFAULT_STRATEGY,
         allow_flip: bool = True,
         scale: float = 1.2,
@@ -386,30 +387,8 @@ class DSA(Augmenter):
         return self._warp(x, angle, torch.ones(angle.shape[0], 2, device=angle.device, dtype=angle.dtype))
 
 
-def dsa(
-    *,
-    allow_flip: bool = True,
-    strategy: str = DEFAULT_STRATEGY,
-    scale: float = 1.2,
-    rotate: float = 15.0,
-    crop: float = 0.125,
-    cutout: float = 0.5,
-    brightness: float = 1.0,
-    saturation: float = 2.0,
-    contrast: float = 0.5,
-) -> DSA:
-    """Differentiable Siamese Augmentation (Zhao & Bilen 2021), one op per call, via kornia."""
-    return DSA(
-        strategy=strategy,
-        allow_flip=allow_flip,
-        scale=scale,
-        rotate=rotate,
-        crop=crop,
-        cutout=cutout,
-        brightness=brightness,
-        saturation=saturation,
-        contrast=contrast,
-    )
+#: the registered factory: its options are DSA.__init__'s keyword-only parameters
+dsa = DSA
 
 
 def none(*, allow_flip: bool = True) -> Identity:

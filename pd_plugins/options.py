@@ -197,7 +197,7 @@ def options_from_signature(fn, skip: tuple[str, ...] = ()) -> type:
     """A frozen dataclass mirroring ``fn``'s keyword-only parameters (with defaults)."""
     sig = inspect.signature(fn)
     try:
-        hints = typing.get_type_hints(fn)
+        hints = typing.get_type_hints(fn.__init__ if inspect.isclass(fn) else fn)
     except Exception:  # pragma: no cover
         hints = {}
     specs = []

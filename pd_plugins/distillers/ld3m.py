@@ -10,9 +10,10 @@ image, so the gradient re-render reproduces the render the loss saw.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Optional
 
+from ..generative.ldm import LatentDiffusionGenerator
 from ..generative.loop import GenerativeDistiller, LatentOptions
 from ..options import option
 from ..strategies import Distiller
@@ -28,19 +29,15 @@ class LD3M(GenerativeDistiller, Distiller):
     recommended_keep = 0.2  # DM's ratio for the default objective (Moser et al.)
 
     @dataclass(frozen=True)
-    class Options(LatentOptions):
-        weights: str = option("", "LDM prior directory (`pd-run prior train --kind ldm`, or a diffusers unet/+vae/ folder); required")
-        steps: int = option(10, "DDIM steps (LD3M: 10)")
-        guidance: float = option(3.0, "classifier-free guidance scale (LD3M: 3.0)")
-        eta: float = option(0.0, "DDIM eta (LD3M: 0)")
-        grad_checkpoint: bool = option(True, "gradient-checkpoint every UNet call")
+    class Options(LatentDiffusionGenerator.Options, LatentOptions):
+        """The shared latent options plus the ``ldm`` generator's own (weights, steps, guidance, eta, ...)."""
+
         iterations: int = option(10000, "outer iterations (LD3M with DM: 10000)")
         lr_w: Optional[float] = option(None, "SGD lr of x_T and the class vectors; None = LD3M's value (dc 0.1, dm 1, mtt 1000)")
 
         def validate(self):
             LatentOptions.validate(self)
-            if self.steps < 1:
-                raise ValueError("steps must be >= 1")
+            LatentDiffusionGenerator.Options.validate(self)
 
     budgets = {"quick": {"iterations": 100, "batch_real": 64}}
 
@@ -48,9 +45,7 @@ class LD3M(GenerativeDistiller, Distiller):
         return "ldm"
 
     def generator_values(self):
-        o = self.options
-        return {"weights": o.weights, "steps": o.steps, "guidance": o.guidance, "eta": o.eta,
-                "grad_checkpoint": o.grad_checkpoint}
+        return {f.name: getattr(self.options, f.name) for f in fields(LatentDiffusionGenerator.Options)}
 
     def latent_lrs(self):
         o = self.options
