@@ -72,3 +72,19 @@ def test_cross_eval_errors(pruned_run, tmp_path):
         eval_run_dir(pruned_run, ["convnett"], 1)
     with pytest.raises(DataError, match="not a run directory"):
         eval_run_dir(tmp_path / "nothing", ["convnet"], 1)
+
+
+def test_repeats_per_model_keep_the_runs_own_evaluation(pruned_run, monkeypatch):
+    """{model: n}: the home model keeps its eval stage's networks (bit-identical), others train fewer."""
+    from pd_plugins.experiments import crosseval
+
+    own = json.loads((pruned_run / "eval.json").read_text())["results"][0]["accs"]
+    calls = []
+    real = crosseval._one_repeat
+    monkeypatch.setattr(crosseval, "_one_repeat", lambda *a: calls.append(a[-2:]) or real(*a))
+    payload = crosseval.eval_run_dir(pruned_run, ["convnet", "alexnet"], {"convnet": len(own), "alexnet": 2})
+    assert sorted(calls) == [("alexnet", 0), ("alexnet", 1)] + [("convnet", r) for r in range(len(own))]
+    assert payload["cross_arch"]["models"]["convnet"]["accs"] == own
+    assert len(payload["cross_arch"]["models"]["alexnet"]["accs"]) == 2
+    with pytest.raises(Exception, match="must be >= 1"):
+        crosseval.eval_run_dir(pruned_run, ["convnet"], {"convnet": 0})

@@ -14,7 +14,7 @@ import io as _io
 import inspect
 import statistics
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence, Union
 
 from ..errors import DataError, OptionsError
 from ..io import atomic_write_json, atomic_write_text, read_json
@@ -43,16 +43,24 @@ def _one_repeat(run, train_set, test, lr, model: str, repeat: int):
                      repeats=1, repeat_index=repeat)
 
 
-def cross_eval(run, models: Sequence[str], repeats: int, *, overwrite: bool = False) -> dict:
-    """Evaluate ``models`` × ``repeats`` on a finished run; writes eval.json/.md/.csv and returns the payload."""
-    if repeats < 1:
-        raise OptionsError(f"--repeats must be >= 1, got {repeats}")
+def cross_eval(run, models: Sequence[str], repeats: Union[int, Mapping[str, int]], *, overwrite: bool = False) -> dict:
+    """Evaluate ``models`` × ``repeats`` on a finished run; writes eval.json/.md/.csv and returns the payload.
+
+    ``repeats`` is one count for every model or a ``{model: count}`` mapping (e.g. keep the run's own
+    model at its evaluation's repeats while unseen architectures train fewer networks).
+    """
+    counts = dict(repeats) if isinstance(repeats, Mapping) else {}
+    default = 1 if counts else int(repeats)
+    for n in [default, *counts.values()]:
+        if int(n) < 1:
+            raise OptionsError(f"--repeats must be >= 1, got {n}")
     if run.evaluator is None:
         raise OptionsError("the run has evaluator 'none'; nothing evaluates the set")
     models = [m.strip() for m in models if m.strip()]
     if not models:
         raise OptionsError("--models needs at least one model name")
     models = [run.regs["model"].get(m).name for m in models]  # unknown names fail here, with a hint
+    counts = {run.regs["model"].get(m).name: n for m, n in counts.items()}
     data_fp, pruned, distilled = _stage_results(run)
     splits = run.data()
     if distilled is not None:
@@ -65,7 +73,7 @@ def cross_eval(run, models: Sequence[str], repeats: int, *, overwrite: bool = Fa
     per_model = {}
     for model in models:
         accs, results = [], []
-        for r in range(repeats):
+        for r in range(int(counts.get(model, default))):
             path = cache / f"{model}-{r}.json"
             key = sha256_json({"eval": eval_fp, "model": model, "repeat": r})
             if path.exists() and not overwrite and read_json(path, "cached evaluation").get("key") == key:
@@ -137,7 +145,8 @@ def csv_table(cross: dict) -> str:
     return buf.getvalue()
 
 
-def eval_run_dir(run_dir, models: Sequence[str], repeats: int, *, overwrite: bool = False, progress: bool = False) -> dict:
+def eval_run_dir(run_dir, models: Sequence[str], repeats: Union[int, Mapping[str, int]], *, overwrite: bool = False,
+                 progress: bool = False) -> dict:
     """Load a run directory and cross-evaluate it (the body of ``pd-run eval --models``)."""
     from ..runner import Run, load_run_config
 
