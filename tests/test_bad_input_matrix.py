@@ -258,3 +258,19 @@ def test_commands_on_missing_run_dir(host, tmp_path, cmd):
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("Error:") and "nodir" in lines[0]
     assert not (tmp_path / "nodir").exists()
+
+
+@pytest.mark.parametrize("option,value,expect", [
+    ("train_per_class", "-1", "train_per_class must be >= 0"),
+    ("test_per_class", "x", "test_per_class"),
+])
+def test_npz_per_class_limits(host, tmp_path, option, value, expect):
+    path = write_npz(tmp_path / "d.npz", np.random.default_rng(1).random((12, 8, 8), dtype=np.float32), np.arange(12) % 2)
+    check_error(["--dataset", "npz", "--data-root", path, "--dataset-option", f"{option}={value}", *FAST],
+                tmp_path / "run", expect)
+
+
+def test_npz_per_class_limit_below_ipc(host, tmp_path):
+    path = write_npz(tmp_path / "d.npz", np.random.default_rng(1).random((12, 8, 8), dtype=np.float32), np.arange(12) % 2)
+    check_error(["--dataset", "npz", "--data-root", path, "--dataset-option", "train_per_class=2", "--ipc", "3", *FAST],
+                tmp_path / "run", "ipc 3 is larger than the smallest class")
