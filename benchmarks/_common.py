@@ -58,3 +58,42 @@ def write_result(name: str, payload: dict) -> Path:
     path.write_text(json.dumps({**payload, "loadavg": loadavg()}, indent=2) + "\n")
     print(f"wrote {path}")
     return path
+
+
+class PeakRSS:
+    """Peak resident set size above the level at entry, sampled from /proc every ``interval`` s.
+
+    ``ru_maxrss`` is a lifetime high-water mark (imports alone reach ~1 GB with torch), so it
+    cannot show what one call adds; this samples the current RSS in a thread instead.
+    """
+
+    def __init__(self, interval: float = 0.002):
+        import threading
+
+        self.interval, self.peak, self.base = interval, 0, 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    @staticmethod
+    def current() -> int:
+        with open("/proc/self/statm") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+    def _run(self):
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self.current())
+            self._stop.wait(self.interval)
+
+    def __enter__(self):
+        self.base = self.peak = self.current()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self.current())
+
+    @property
+    def added_mib(self) -> float:
+        return (self.peak - self.base) / 2**20

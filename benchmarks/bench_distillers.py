@@ -6,8 +6,9 @@ floor = the passes an iteration needs at its batch sizes, timed on the same back
   MTT: syn_steps x fwd+bwd on batch_syn.
 Ratio = median iteration time / floor. DSA overhead = DSA's iteration time over DC's (the
 same gradient matching with and without the Siamese augmentation), in % of DSA's iteration.
-Peak memory (RSS on CPU, ``torch.cuda.max_memory_allocated`` on CUDA) is measured in a fresh
-subprocess per point: against ipc for DM and DC, against syn_steps for MTT. GLaD/LD3M are in
+Peak memory (on CPU the RSS sampled in a thread, peak above the level before the call; on CUDA
+``torch.cuda.max_memory_allocated``) is measured in a fresh subprocess per point: against ipc
+for DM and DC, against syn_steps for MTT (unrolled and ``memory=constant``). GLaD/LD3M are in
 bench_generative.py.
 
 usage: python benchmarks/bench_distillers.py [--quick] [--device cuda]
@@ -26,7 +27,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, device_name, median_time, pick_device, sync_for  # noqa: E402
+from _common import RESULTS, PeakRSS, device_name, median_time, pick_device, sync_for  # noqa: E402
 
 IPC, BATCH_REAL = 10, 64
 CACHE = Path("/tmp/pd-bench-cache")
@@ -82,22 +83,32 @@ def _iteration_time(name: str, data, opts: dict, device: str, iterations: int) -
     return (time.perf_counter() - t) / iterations
 
 
-def peak_memory(name: str, ipc: int, syn_steps: int, device: str) -> float:
-    """Peak memory (MiB) of one iteration of ``name`` in this process."""
+def peak_memory(name: str, ipc: int, syn_steps: int, device: str) -> tuple[float, float]:
+    """(peak memory added by one iteration of ``name``, process peak RSS), MiB, in this process.
+
+    The first is the CUDA peak allocation on GPU, else the sampled RSS peak above the level
+    before the call (experts for MTT are trained before it, in a warm-up call).
+    """
     data = _setup()
-    opts = {"dc": GM, "dsa": GM, "dm": DM}.get(name, {**MTT, "syn_steps": syn_steps, "lr_lr": 0.0})
+    memory = "constant" if name == "mtt-constant" else "unrolled"
+    name = "mtt" if name == "mtt-constant" else name
+    opts = {"dc": GM, "dsa": GM, "dm": DM}.get(name, {**MTT, "syn_steps": syn_steps, "lr_lr": 0.0, "memory": memory})
+    d = _distiller(name, opts, 1)
+    if name == "mtt":
+        d.experts(data, _ctx(device))  # cached trajectories: the measured call only distills
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
-    _distiller(name, opts, 1).distill(data, ipc, _ctx(device))
-    if device.startswith("cuda"):
-        return torch.cuda.max_memory_allocated() / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    with PeakRSS() as rss:
+        d.distill(data, ipc, _ctx(device))
+    added = torch.cuda.max_memory_allocated() / 2**20 if device.startswith("cuda") else rss.added_mib
+    return added, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _child_peak(name: str, ipc: int, syn_steps: int, device: str) -> float:
+def _child_peak(name: str, ipc: int, syn_steps: int, device: str) -> dict:
     res = subprocess.run([sys.executable, __file__, "peak", name, str(ipc), str(syn_steps), device],
                          capture_output=True, text=True, check=True)
-    return float(res.stdout.strip().splitlines()[-1])
+    added, total = json.loads(res.stdout.strip().splitlines()[-1])
+    return {"added_mib": round(added, 1), "process_peak_mib": round(total, 1)}
 
 
 def main() -> None:
@@ -126,11 +137,13 @@ def main() -> None:
     out["distillers"]["mtt"] = {"iteration_s": t, "floor_s": floor_mtt, "ratio": t / floor_mtt, "syn_steps": steps}
     dc_t, dsa_t = out["distillers"]["dc"]["iteration_s"], out["distillers"]["dsa"]["iteration_s"]
     out["dsa_overhead_percent_of_iteration"] = 100 * (dsa_t - dc_t) / dsa_t
-    unit = "cuda_max_allocated_mib" if device.startswith("cuda") else "peak_rss_mib"
+    out["memory_measure"] = ("CUDA max_memory_allocated during the call" if device.startswith("cuda") else
+                             "RSS sampled every 2 ms, peak above the level before the call")
     ipcs = (1, 10) if a.quick else (1, 10, 50)
-    out[f"{unit}_by_ipc"] = {name: {i: _child_peak(name, i, 1, device) for i in ipcs} for name in ("dm", "dc")}
+    out["peak_memory_by_ipc"] = {name: {i: _child_peak(name, i, 1, device) for i in ipcs} for name in ("dm", "dc")}
     steps_list = (10, 40) if a.quick else (5, 10, 20, 40)
-    out[f"mtt_{unit}_by_syn_steps"] = {s: _child_peak("mtt", IPC, s, device) for s in steps_list}
+    for key, name in (("mtt_peak_memory_by_syn_steps", "mtt"), ("mtt_constant_peak_memory_by_syn_steps", "mtt-constant")):
+        out[key] = {s: _child_peak(name, IPC, s, device) for s in steps_list}
     path = Path(a.out)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(out, indent=2))
@@ -139,6 +152,6 @@ def main() -> None:
 
 if __name__ == "__main__":
     if len(sys.argv) > 2 and sys.argv[1] == "peak":
-        print(peak_memory(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]))
+        print(json.dumps(peak_memory(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5])))
     else:
         main()

@@ -126,6 +126,34 @@ def load_rows(runs: Path, study: str, dataset: str) -> list[dict]:
     return rows
 
 
+def row_of_cell(cell: dict) -> dict:
+    """The fields `matches` reads, built from a sweep cell's config and axes (for cells without results)."""
+    from pd_plugins.experiments.report import GROUP_FIELDS
+
+    cfg = cell["config"]
+    window = (cfg.get("pruner_options") or {}).get("window")
+    return {"cell": cell["id"], "distiller": cfg["distiller"], "pruner": cfg.get("pruner", "none"),
+            "seed": cfg.get("seed", 0), "window": tuple(float(w) for w in window) if window else None,
+            "keep": cfg.get("keep"), "ipc": cfg.get("ipc"),
+            "other": {k: v for k, v in cell["axes"].items()
+                      if k.split(".")[0] not in GROUP_FIELDS + ("seed",) and not k.startswith("pruner_options.window")}}
+
+
+def failed_rows(runs: Path, study: str, dataset: str, sweep: Sweep) -> list[dict]:
+    """Cells the sweep recorded as failed, with their one-line error."""
+    root = runs / study / dataset
+    if not (root / "sweep.json").exists():
+        return []
+    status = {c["id"]: c for c in load_summary(root)["cells"]}
+    out = []
+    for cell in sweep.cells():
+        rec = status.get(cell["id"], {})
+        if rec.get("status") == "failed":
+            out.append({**row_of_cell(cell), "error": rec.get("error", ""),
+                        "dir": str((root / "cells" / cell["id"]).relative_to(runs))})
+    return out
+
+
 def compare(base: list[float], var: list[float], expect) -> dict:
     """Mean/std per arm, Δ, Welch's p and the verdict against the expected direction."""
     from scipy import stats
@@ -151,15 +179,26 @@ def compare(base: list[float], var: list[float], expect) -> dict:
 
 
 def evaluate_claims(plan: dict, runs: Path) -> list[dict]:
+    sweeps = {(study, ds): sw for study, ds, sw in study_sweeps(plan, Path("."))}
     out = []
     for claim in plan["claims"]:
         spec = plan["studies"][claim["study"]]
         for ds in spec["datasets"]:
             rows = load_rows(runs, claim["study"], ds)
-            base = sorted((r for r in rows if matches(r, claim["baseline"])), key=lambda r: r["seed"])
-            var = sorted((r for r in rows if matches(r, claim["variant"])), key=lambda r: r["seed"])
+            failed = failed_rows(runs, claim["study"], ds, sweeps[(claim["study"], ds)])
+            arms = {}
+            for arm in ("baseline", "variant"):
+                arms[arm] = (sorted((r for r in rows if matches(r, claim[arm])), key=lambda r: r["seed"]),
+                             [r for r in failed if matches(r, claim[arm])])
+            (base, base_f), (var, var_f) = arms["baseline"], arms["variant"]
             res = compare([r["acc"] for r in base], [r["acc"] for r in var], claim.get("expect", "higher"))
-            out.append({"claim": claim, "dataset": ds, "base_rows": base, "var_rows": var, **res})
+            if base_f or var_f:
+                notes = [f"{arm} failed in {len(f)} run(s): {f[0]['error']}" for arm, f in
+                         (("baseline", base_f), ("variant", var_f)) if f]
+                res["verdict"] = ("; ".join(notes) if res.get("delta") is None
+                                  else f"{res['verdict']} (over the finished runs; " + "; ".join(notes) + ")")
+            out.append({"claim": claim, "dataset": ds, "base_rows": base, "var_rows": var,
+                        "failed_rows": base_f + var_f, **res})
     return out
 
 
@@ -362,14 +401,18 @@ def write_report(plan: dict, runs: Path, out_md: Path, asset_dir: Path) -> dict:
         sig = [r["dataset"] for r in ran if r["verdict"] == "holds (p < 0.05)"]
         bad = [f"{r['dataset']} (Δ {100 * r['delta']:+.2f} pp)" for r in ran
                if not (r["verdict"].startswith("holds") or r["verdict"].startswith("same"))]
+        broken = [f"{r['dataset']} ({r['verdict']})" for r in items if r.get("delta") is None and r["failed_rows"]]
         line = f"- **{cid}** — {c['title']}: "
         if not ran:
-            line += "not run."
+            line += "not run." if not broken else ""
         else:
-            line += (f"in the claimed direction on {len(good)} of {len(ran)} datasets"
+            within = isinstance(c.get("expect"), dict)
+            line += (f"{'within the tolerance' if within else 'in the claimed direction'} on {len(good)} of {len(ran)} datasets"
                      + (f" ({', '.join(good)})" if good else "")
                      + (f", significant on {', '.join(sig)}" if sig else "")
                      + (f"; **does not hold** on {', '.join(bad)}" if bad else "") + ".")
+        if broken:
+            line += " Not comparable on " + "; ".join(broken) + "."
         L.append(line)
     L.append("")
 
@@ -401,6 +444,9 @@ def write_report(plan: dict, runs: Path, out_md: Path, asset_dir: Path) -> dict:
             for row in r[key]:
                 L.append(f"| {r['claim']['id']} | {r['dataset']} | {arm} | {row['seed']} | {100 * row['acc']:.2f} | "
                          f"{row['seconds'] if row['seconds'] is not None else '–'} | `{row['dir']}` |")
+        for row in r["failed_rows"]:
+            arm = "baseline" if matches(row, r["claim"]["baseline"]) else "variant"
+            L.append(f"| {r['claim']['id']} | {r['dataset']} | {arm} | {row['seed']} | failed | – | `{row['dir']}` |")
     if ca_rows:
         for row in ca_rows:
             L.append(f"| cross_arch | {plan['cross_arch']['dataset']} | {row['setting']} | – | – | – | "

@@ -19,18 +19,6 @@ def repro():
     return mod
 
 
-def _row_of(cell: dict) -> dict:
-    """The row `report.collect` would make of a finished cell, from the cell's config."""
-    from pd_plugins.experiments.report import GROUP_FIELDS
-
-    cfg = cell["config"]
-    window = (cfg.get("pruner_options") or {}).get("window")
-    return {"distiller": cfg["distiller"], "pruner": cfg.get("pruner", "none"), "seed": cfg["seed"],
-            "window": tuple(window) if window else None, "keep": cfg.get("keep"),
-            "other": {k: v for k, v in cell["axes"].items()
-                      if k.split(".")[0] not in GROUP_FIELDS + ("seed",) and not k.startswith("pruner_options.window")}}
-
-
 def test_every_claim_arm_selects_one_cell_per_seed(repro):
     plan = repro.load_plan(ROOT / "docs" / "reproduction.yaml")
     sweeps = {(study, ds): sw for study, ds, sw in repro.study_sweeps(plan, Path("/data"))}
@@ -40,7 +28,7 @@ def test_every_claim_arm_selects_one_cell_per_seed(repro):
         for ds in spec["datasets"]:
             sw = sweeps[(claim["study"], ds)]
             assert sw.fixed["data_root"] == str(Path("/data") / plan["datasets"][ds]["file"])
-            rows = [_row_of(c) for c in sw.cells()]
+            rows = [repro.row_of_cell(c) for c in sw.cells()]
             for arm in ("baseline", "variant"):
                 hits = [r for r in rows if repro.matches(r, claim[arm])]
                 assert sorted(r["seed"] for r in hits) == sorted(seeds), (claim["id"], ds, arm)
