@@ -436,7 +436,7 @@ def write_report(plan: dict, runs: Path, out_md: Path, asset_dir: Path) -> dict:
     L += ["## Every number's runs", "",
           f"Run directories are relative to the runs root (`--runs`, default `runs/reproduction`); each holds "
           "`config.json` (fully resolved, budget-scaled values under `resolved`), `manifest.json`, `prune.pt`, "
-          "`distill.pt`, `eval.json`, `synthetic.png` and `log.jsonl`. `{rel}/runs.jsonl` keeps every "
+          f"`distill.pt`, `eval.json`, `synthetic.png` and `log.jsonl`. `{rel}/runs.jsonl` keeps every "
           "run's full config beside its accuracy and wall time, so the table survives without the run directories.", "",
           "| claim | dataset | arm | seed | accuracy (%) | cell seconds | run directory |", "|---|---|---|---|---|---|---|"]
     for r in results:

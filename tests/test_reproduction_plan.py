@@ -74,6 +74,7 @@ def test_tiny_plan_runs_and_writes_the_report(repro, tmp_path, monkeypatch):
                        "--out", str(out_md)]) == 0
     text = out_md.read_text()
     assert "| c1 | test | digits |" in text and "## Cross-architecture" in text
+    assert "{rel}" not in text and "reproduction/runs.jsonl" in text  # placeholders filled
     assets = out_md.parent / "reproduction"
     rows = [json.loads(line) for line in (assets / "runs.jsonl").read_text().splitlines()]
     assert len(rows) == 4 and {r["seed"] for r in rows} == {0, 1}
