@@ -85,7 +85,7 @@ def worker(method: str, mode: str, data_path: str, quick: bool, syn_steps: int =
     floor = _fwd_bwd(RunContext(**base), data, 256)
     ctx = RunContext(**base, precision=precision, compile=compile_)
     reps = 1 if quick else 3
-    out = {"method": method, "mode": mode, "floor_s": floor, "threads": torch.get_num_threads()}
+    out = {"method": method, "mode": mode, "floor_s": floor, "threads": torch.get_num_threads(), "timed_iterations": reps}
     regs = get_host().registries()
 
     if method == "experts":
