@@ -26,7 +26,7 @@ ROOT = DOCS.parent
 sys.path.insert(0, str(ROOT))
 
 from pd_plugins.cli import load_config_file  # noqa: E402
-from pd_plugins.experiments.report import collect  # noqa: E402
+from pd_plugins.experiments.report import collect, other_axes, pyplot, save_figure  # noqa: E402
 from pd_plugins.experiments.sweep import Sweep, load_summary, run_sweep  # noqa: E402
 from pd_plugins.io import atomic_write_text, read_json  # noqa: E402
 
@@ -128,15 +128,11 @@ def load_rows(runs: Path, study: str, dataset: str) -> list[dict]:
 
 def row_of_cell(cell: dict) -> dict:
     """The fields `matches` reads, built from a sweep cell's config and axes (for cells without results)."""
-    from pd_plugins.experiments.report import GROUP_FIELDS
-
     cfg = cell["config"]
     window = (cfg.get("pruner_options") or {}).get("window")
     return {"cell": cell["id"], "distiller": cfg["distiller"], "pruner": cfg.get("pruner", "none"),
             "seed": cfg.get("seed", 0), "window": tuple(float(w) for w in window) if window else None,
-            "keep": cfg.get("keep"), "ipc": cfg.get("ipc"),
-            "other": {k: v for k, v in cell["axes"].items()
-                      if k.split(".")[0] not in GROUP_FIELDS + ("seed",) and not k.startswith("pruner_options.window")}}
+            "keep": cfg.get("keep"), "ipc": cfg.get("ipc"), "other": other_axes(cell["axes"])}
 
 
 def failed_rows(runs: Path, study: str, dataset: str, sweep: Sweep) -> list[dict]:
@@ -205,15 +201,6 @@ def evaluate_claims(plan: dict, runs: Path) -> list[dict]:
 # ----------------------------------------------------------------------------------------
 # plots (matplotlib, Agg)
 
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def _label(spec: dict) -> str:
     parts = []
     for k, v in spec.items():
@@ -223,7 +210,7 @@ def _label(spec: dict) -> str:
 
 
 def plot_claims(results: list[dict], path: Path) -> None:
-    plt = _plt()
+    plt = pyplot()
     claims = list(dict.fromkeys(r["claim"]["id"] for r in results))
     cols = 3
     rows_n = (len(claims) + cols - 1) // cols
@@ -256,7 +243,7 @@ def plot_claims(results: list[dict], path: Path) -> None:
         ax.legend(fontsize=6, loc="lower left")
         ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
     plt.close(fig)
 
 
@@ -264,7 +251,7 @@ def plot_deltas(results: list[dict], path: Path) -> None:
     """Δ (variant − baseline) with a 95% Welch interval per claim and dataset."""
     from scipy import stats
 
-    plt = _plt()
+    plt = pyplot()
     items = [r for r in results if r.get("delta") is not None]
     fig, ax = plt.subplots(figsize=(7.5, 0.32 * len(items) + 1.2))
     for i, r in enumerate(items):
@@ -283,7 +270,7 @@ def plot_deltas(results: list[dict], path: Path) -> None:
     ax.set_xlabel("Δ accuracy, variant − baseline (pp), 95% Welch interval over seeds")
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
     plt.close(fig)
 
 
@@ -310,7 +297,7 @@ def cross_arch_table(plan: dict, runs: Path) -> tuple[list[dict], list[str]]:
 
 
 def plot_cross_arch(table: list[dict], models: list[str], path: Path) -> None:
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.5, 3.8))
     width = 0.8 / max(len(table), 1)
     for j, row in enumerate(table):
@@ -325,7 +312,7 @@ def plot_cross_arch(table: list[dict], models: list[str], path: Path) -> None:
     ax.legend(fontsize=8)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
     plt.close(fig)
 
 

@@ -43,13 +43,18 @@ def collect(sweep_dir) -> list[dict]:
             "window": tuple(float(w) for w in window) if window else None,
             "seed": cfg["seed"], "acc": float(res["mean"]), "model": res["model"],
             "unseen": (ev.get("cross_arch") or {}).get("unseen_mean"),
-            "other": {k: v for k, v in cell["axes"].items() if k.split(".")[0] not in GROUP_FIELDS + ("seed",)
-                      and not k.startswith("pruner_options.window")},
+            "other": other_axes(cell["axes"]),
         }
         rows.append(row)
     if not rows:
         raise DataError(f"{sweep_dir}: no finished cells with eval.json to report")
     return rows
+
+
+def other_axes(axes: dict) -> dict:
+    """A cell's grid axes that are not grouping fields (nor the seed or the window): they split settings."""
+    return {k: v for k, v in axes.items()
+            if k.split(".")[0] not in GROUP_FIELDS + ("seed",) and not k.startswith("pruner_options.window")}
 
 
 def dataset_label(cfg: dict) -> str:
@@ -139,7 +144,8 @@ def to_csv(rows: list[list[Any]], header: list[str]) -> str:
 # ----------------------------------------------------------------------------------------
 # plots
 
-def _pyplot():
+def pyplot():
+    """matplotlib.pyplot on the Agg backend (imported lazily)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -148,9 +154,10 @@ def _pyplot():
     return plt
 
 
-def _save(fig, path: Path) -> None:
+def save_figure(fig, path: Path, dpi: int = 120) -> None:
+    """Write ``fig`` as a PNG atomically."""
     with atomic_path(path, ".png") as tmp:
-        fig.savefig(tmp, dpi=120, bbox_inches="tight", format="png")
+        fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format="png")
 
 
 def _panels(groups: list[dict]) -> dict[tuple, list[dict]]:
@@ -164,7 +171,7 @@ def _line_plot(points: list[dict], groups: list[dict], path: Path, x, xerr, xlab
     """One panel per dataset/distiller/ipc, one line per pruner through ``points``, the unpruned mean dashed."""
     if not points:
         return None
-    plt = _pyplot()
+    plt = pyplot()
     panels = _panels(points)
     fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4), squeeze=False)
     for ax, ((ds, dist, ipc), members) in zip(axes[0], sorted(panels.items())):
@@ -180,7 +187,7 @@ def _line_plot(points: list[dict], groups: list[dict], path: Path, x, xerr, xlab
         ax.set_ylabel("test accuracy (%, mean ± std over seeds)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    _save(fig, path)
+    save_figure(fig, path)
     plt.close(fig)
     return path
 
@@ -204,7 +211,7 @@ def plot_bars(groups: list[dict], path: Path) -> Optional[Path]:
     panels = {k: v for k, v in _panels(groups).items() if len(v) > 1}
     if not panels:
         return None
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(panels), figsize=(max(5.0, 1.1 * max(len(v) for v in panels.values()) + 2) * len(panels), 4.2),
                              squeeze=False)
     for ax, ((ds, dist, ipc), members) in zip(axes[0], sorted(panels.items())):
@@ -221,7 +228,7 @@ def plot_bars(groups: list[dict], path: Path) -> Optional[Path]:
         ax.set_ylabel("test accuracy (%)")
         ax.set_title(f"{ds} · {dist} · ipc {ipc}\n(* Welch p<0.05 vs unpruned)", fontsize=10)
         ax.grid(axis="y", alpha=0.3)
-    _save(fig, path)
+    save_figure(fig, path)
     plt.close(fig)
     return path
 
