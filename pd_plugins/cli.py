@@ -509,7 +509,8 @@ def plugins_cmd(show_all, hook, requirements):
 
 @cli.command("sweep")
 @click.argument("sweep_file", type=PathParam("file", "sweep file"))
-@click.option("--out", default=None, type=PathParam("output_dir", "sweep directory"), help="sweep directory (default: the file's `out`, else runs/sweep-<name>).")
+@click.option("--out", default=None, type=PathParam("output_dir", "sweep directory"),
+              help="sweep directory (default: the file's `out`, else runs/sweep-<name>).")
 @click.option("--workers", type=int, default=1, show_default=True, help="cells run in parallel.")
 @click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
               help="local process pool (spawn) or Ray (extra `ray`).")

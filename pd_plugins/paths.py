@@ -29,47 +29,38 @@ def _kind_word(path: Path) -> str:
     return "folder" if path.is_dir() else "file" if path.is_file() else "special file"
 
 
-def expect_file(path: PathLike, what: str) -> Path:
-    """``path`` as a readable regular file (a symlink to one is fine)."""
+def _is(path: Path, want: str) -> bool:
+    return path.is_file() if want == "file" else path.is_dir()
+
+
+def _expect_input(path: PathLike, what: str, want: str) -> Path:
+    """``path`` as an existing, readable ``want`` ("file" or "folder"); a symlink to one is fine."""
     path = Path(path).expanduser()
     broken = _broken_link(path)
     if broken:
         raise DataError(f"{what} {broken}")
     if not path.exists():
         raise DataError(f"{what} not found: {path}")
-    if not path.is_file():
-        raise DataError(f"{what} {path} is a {_kind_word(path)}, not a file")
-    if not os.access(path, os.R_OK):
+    if not _is(path, want):
+        raise DataError(f"{what} {path} is a {_kind_word(path)}, not a {want}")
+    if not os.access(path, os.R_OK if want == "file" else os.R_OK | os.X_OK):
         raise DataError(f"{what} {path} is not readable (permission denied)")
     return path
 
 
-def expect_dir(path: PathLike, what: str) -> Path:
-    """``path`` as a folder whose entries can be listed and read (a symlink to one is fine)."""
+def _expect_output(path: PathLike, what: str, want: str, writable: bool) -> Path:
+    """``path`` as an existing ``want`` ("file" or "folder") or one that can be created."""
     path = Path(path).expanduser()
     broken = _broken_link(path)
     if broken:
         raise DataError(f"{what} {broken}")
-    if not path.exists():
-        raise DataError(f"{what} not found: {path}")
-    if not path.is_dir():
-        raise DataError(f"{what} {path} is a {_kind_word(path)}, not a folder")
-    if not os.access(path, os.R_OK | os.X_OK):
-        raise DataError(f"{what} {path} is not readable (permission denied)")
-    return path
-
-
-def expect_existing(path: PathLike, what: str) -> Path:
-    """``path`` as an existing readable file or folder (for inputs that may be either)."""
-    path = Path(path).expanduser()
-    if path.is_dir():
-        return expect_dir(path, what)
-    return expect_file(path, what)
-
-
-def _check_creatable(path: Path, what: str, writable: bool = True) -> None:
-    """The nearest existing ancestor of ``path`` must be a (writable) folder."""
-    for parent in path.parents:
+    if path.exists():
+        if not _is(path, want):
+            raise DataError(f"{what} {path} is a {_kind_word(path)}, not a {want}")
+        if writable and want == "folder" and not os.access(path, os.R_OK | os.W_OK | os.X_OK):
+            raise DataError(f"{what} {path} is not writable (permission denied)")
+        return path
+    for parent in path.parents:  # the nearest existing ancestor must be a (writable) folder
         broken = _broken_link(parent)
         if broken:
             raise DataError(f"{what} {path} cannot be created: {broken}")
@@ -78,7 +69,23 @@ def _check_creatable(path: Path, what: str, writable: bool = True) -> None:
                 raise DataError(f"{what} {path} cannot be created: {parent} is a {_kind_word(parent)}, not a folder")
             if writable and not os.access(parent, os.W_OK | os.X_OK):
                 raise DataError(f"{what} {path} cannot be created: no permission to write in {parent}")
-            return
+            break
+    return path
+
+
+def expect_file(path: PathLike, what: str) -> Path:
+    """``path`` as a readable regular file (a symlink to one is fine)."""
+    return _expect_input(path, what, "file")
+
+
+def expect_dir(path: PathLike, what: str) -> Path:
+    """``path`` as a folder whose entries can be listed and read (a symlink to one is fine)."""
+    return _expect_input(path, what, "folder")
+
+
+def expect_existing(path: PathLike, what: str) -> Path:
+    """``path`` as an existing readable file or folder (for inputs that may be either)."""
+    return _expect_input(path, what, "folder" if Path(path).expanduser().is_dir() else "file")
 
 
 def expect_output_dir(path: PathLike, what: str, *, writable: bool = True) -> Path:
@@ -86,32 +93,12 @@ def expect_output_dir(path: PathLike, what: str, *, writable: bool = True) -> Pa
 
     ``writable=False`` checks the kind only (for a folder that may just be read).
     """
-    path = Path(path).expanduser()
-    broken = _broken_link(path)
-    if broken:
-        raise DataError(f"{what} {broken}")
-    if path.exists():
-        if not path.is_dir():
-            raise DataError(f"{what} {path} is a {_kind_word(path)}, not a folder")
-        if writable and not os.access(path, os.R_OK | os.W_OK | os.X_OK):
-            raise DataError(f"{what} {path} is not writable (permission denied)")
-        return path
-    _check_creatable(path, what, writable)
-    return path
+    return _expect_output(path, what, "folder", writable)
 
 
 def expect_output_file(path: PathLike, what: str) -> Path:
     """``path`` as a file target: absent (its folder creatable) or an existing regular file."""
-    path = Path(path).expanduser()
-    broken = _broken_link(path)
-    if broken:
-        raise DataError(f"{what} {broken}")
-    if path.exists():
-        if not path.is_file():
-            raise DataError(f"{what} {path} is a {_kind_word(path)}, not a file")
-        return path
-    _check_creatable(path, what)
-    return path
+    return _expect_output(path, what, "file", True)
 
 
 CHECKS = {"file": expect_file, "dir": expect_dir, "existing": expect_existing,

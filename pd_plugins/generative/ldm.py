@@ -134,7 +134,8 @@ class LatentDiffusionGenerator(Generator):
             read_prior_meta(root, "ldm")
         for part in ("unet", "vae"):
             if not (root / part / "config.json").is_file():
-                raise DataError(f"ldm prior {root} has no {part}/config.json (expected diffusers save_pretrained folders unet/ and vae/)")
+                raise DataError(f"ldm prior {root} has no {part}/config.json "
+                                "(expected diffusers save_pretrained folders unet/ and vae/)")
         return root
 
     def __init__(self, options, data, ctx):
