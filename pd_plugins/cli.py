@@ -12,6 +12,7 @@ import click
 from click_default_group import DefaultGroup
 
 from .errors import DataError, OptionsError, PdPluginsError, PluginLoadError
+from .paths import PathParam, expect_file
 
 KIND_ALIASES = {
     "pruners": "pruner", "distillers": "distiller", "datasets": "dataset", "models": "model",
@@ -91,9 +92,7 @@ def cli():
 
 def load_config_file(path: str) -> dict:
     """Read a YAML, TOML or JSON config; a malformed file is one DataError line."""
-    p = Path(path)
-    if not p.exists():
-        raise DataError(f"config file not found: {p}")
+    p = expect_file(path, "config file")
     text = p.read_text()
     try:
         if p.suffix.lower() == ".toml":
@@ -120,7 +119,7 @@ def load_config_file(path: str) -> dict:
 # the run options, shared by run / prune / config
 
 RUN_FLAGS = [
-    click.option("--config", "config_file", type=click.Path(dir_okay=False), help="YAML/TOML/JSON config; flags win."),
+    click.option("--config", "config_file", type=PathParam("file", "config file"), help="YAML/TOML/JSON config; flags win."),
     click.option("--dataset", default="digits", show_default=True, help="dataset name (pd-run list datasets)."),
     click.option("--data-root", default=None, help="local path of the dataset (file or directory)."),
     click.option("--dataset-option", "dataset_option", multiple=True, metavar="KEY=VALUE", help="dataset option."),
@@ -129,7 +128,7 @@ RUN_FLAGS = [
     click.option("-P", "--pruner-option", "pruner_option", multiple=True, metavar="KEY=VALUE", help="pruner option."),
     click.option("--mode", type=click.Choice(["pool", "init"]), default="pool", show_default=True,
                  help="pool: the pruned set replaces the real data; init: it only seeds the synthetic images."),
-    click.option("--subset", default=None, type=click.Path(dir_okay=False),
+    click.option("--subset", default=None, type=PathParam("file", "subset file"),
                  help="CSV/JSON of source indices chosen elsewhere, used instead of a pruner."),
     click.option("--distiller", default="dm", show_default=True, help="distiller name, or none."),
     click.option("--ipc", type=int, default=10, show_default=True, help="synthetic images per class."),
@@ -147,7 +146,8 @@ RUN_FLAGS = [
     click.option("--checkpoint-every", type=int, default=50, show_default=True, help="distiller checkpoint interval."),
     click.option("--seed", type=int, default=0, show_default=True),
     click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:i]."),
-    click.option("--out", default=None, help="run directory (default: runs/<dataset>-<pruner>-<distiller>-...)."),
+    click.option("--out", default=None, type=PathParam("output_dir", "output directory"),
+                 help="run directory (default: runs/<dataset>-<pruner>-<distiller>-...)."),
     click.option("--overwrite", is_flag=True, help="replace an existing run directory."),
     click.option("--json", "as_json", is_flag=True, help="print the summary as JSON."),
     click.option("--no-progress", is_flag=True, help="no progress bars."),
@@ -250,7 +250,7 @@ def prune_cmd(ctx, **params):
 
 
 @cli.command("distill")
-@click.option("--from", "from_dir", required=True, type=click.Path(file_okay=False), help="a run directory with prune.pt.")
+@click.option("--from", "from_dir", required=True, type=PathParam("dir", "run directory"), help="a run directory with prune.pt.")
 @run_flags
 @click.pass_context
 def distill_cmd(ctx, from_dir, **params):
@@ -304,8 +304,8 @@ IMPORT_FLAGS = ("images", "dataset", "data_root", "dataset_option", "model", "mo
 
 
 @cli.command("eval")
-@click.argument("run_dir", type=click.Path(file_okay=False), required=False)
-@click.option("--images", default=None, type=click.Path(),
+@click.argument("run_dir", type=PathParam("dir", "run directory"), required=False)
+@click.option("--images", default=None, type=PathParam("existing", "distilled set"),
               help="evaluate an outside distilled set instead: an image folder, a .pt or a .safetensors.")
 @click.option("--dataset", default="digits", show_default=True, help="with --images: the dataset it was distilled from.")
 @click.option("--data-root", default=None, help="with --images: local path of the dataset.")
@@ -319,7 +319,8 @@ IMPORT_FLAGS = ("images", "dataset", "data_root", "dataset_option", "model", "mo
 @click.option("--budget", type=click.Choice(["auto", "paper", "quick"]), default="auto", show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:i].")
-@click.option("--out", default=None, help="with --images: directory for eval.json (default: runs/eval-<name>-...).")
+@click.option("--out", default=None, type=PathParam("output_dir", "output directory"),
+              help="with --images: directory for eval.json (default: runs/eval-<name>-...).")
 @click.option("--overwrite", is_flag=True, help="recompute a finished evaluation.")
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--no-progress", is_flag=True)
@@ -394,7 +395,7 @@ def _eval_images(params: dict, overwrite: bool, no_progress: bool) -> dict:
 
 
 @cli.command("export")
-@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.argument("run_dir", type=PathParam("dir", "run directory"))
 @click.option("--format", "formats", multiple=True, type=click.Choice(["imagefolder", "pt", "safetensors"]),
               help="output format; repeat for several (then --to is a directory holding one output per format).")
 @click.option("--what", type=click.Choice(["distilled", "subset"]), default="distilled", show_default=True,
@@ -507,8 +508,9 @@ def plugins_cmd(show_all, hook, requirements):
 
 
 @cli.command("sweep")
-@click.argument("sweep_file", type=click.Path(dir_okay=False))
-@click.option("--out", default=None, help="sweep directory (default: the file's `out`, else runs/sweep-<name>).")
+@click.argument("sweep_file", type=PathParam("file", "sweep file"))
+@click.option("--out", default=None, type=PathParam("output_dir", "sweep directory"),
+              help="sweep directory (default: the file's `out`, else runs/sweep-<name>).")
 @click.option("--workers", type=int, default=1, show_default=True, help="cells run in parallel.")
 @click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
               help="local process pool (spawn) or Ray (extra `ray`).")
@@ -535,7 +537,7 @@ def sweep_cmd(sweep_file, out, workers, executor, threads, as_json, no_progress)
 
 
 @cli.command("report")
-@click.argument("sweep_dir", type=click.Path(file_okay=False))
+@click.argument("sweep_dir", type=PathParam("dir", "sweep directory"))
 def report_cmd(sweep_dir):
     """Tables (Markdown + CSV), plots and Welch's t-tests over a sweep directory."""
     from .experiments.report import write_report

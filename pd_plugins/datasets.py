@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from .errors import DataError
+from .paths import expect_dir, expect_file
 from .types import DataSplits, ImageDataset, tensor_digest
 
 __all__ = [
@@ -353,10 +354,8 @@ def npz(root: Optional[str], *, name: str = "", normalize: str = "auto", train_p
             raise DataError(f"dataset 'npz': {opt} must be >= 0 (0 keeps all), got {value}")
     if root is None or str(root).strip() == "":
         raise DataError("dataset 'npz' needs --data-root pointing at a .npz file with x_train, y_train, x_test, y_test")
-    path = Path(root).expanduser()
+    path = expect_file(root, "dataset 'npz' file")
     where = f"dataset 'npz' ({path})"
-    if not path.is_file():
-        raise DataError(f"{where}: " + ("is a folder, not a .npz file" if path.is_dir() else "file not found"))
     import zipfile
 
     if not zipfile.is_zipfile(path):
@@ -406,9 +405,10 @@ def _torchvision(key: str, cls_name: str, folder: str, root: Optional[str]) -> D
     )
     if root is None or str(root).strip() == "":
         raise DataError(hint + f" (give the folder that contains {folder}/)")
-    path = Path(root).expanduser()
-    if not path.is_dir():
-        raise DataError(hint + f" does not exist (give the folder that contains {folder}/)")
+    try:
+        path = expect_dir(root, f"dataset '{key}' --data-root")
+    except DataError as exc:
+        raise DataError(f"{exc} (give the folder that contains {folder}/; nothing is downloaded)") from None
     candidates = [path]
     if path.name == folder:  # the dataset's own folder was given: torchvision wants its parent
         candidates.append(path.parent)
@@ -500,15 +500,13 @@ def imagefolder(root: Optional[str], *, im_size: int = 32, train_dir: str = "tra
     if int(im_size) < 1:
         raise DataError(f"{where}: im_size must be >= 1, got {im_size}")
     im_size = int(im_size)
-    if not path.is_dir():
-        raise DataError(f"{where}: folder not found")
+    expect_dir(path, "dataset 'imagefolder' folder")
     train_path = path / train_dir
     test_path = path / test_dir
     if not test_path.is_dir() and test_dir == "val" and (path / "test").is_dir():
         test_path = path / "test"
     for split, p in (("train", train_path), ("test", test_path)):
-        if not p.is_dir():
-            raise DataError(f"{where}: {split} folder {p} not found")
+        expect_dir(p, f"{where}: {split} folder")
 
     def class_dirs(p: Path) -> list[str]:
         return sorted(d.name for d in p.iterdir() if d.is_dir() and not d.name.startswith("."))

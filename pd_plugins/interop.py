@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from .errors import DataError, OptionsError, StageExistsError
+from .paths import expect_existing, expect_output_dir, expect_output_file
 
 FORMATS = ("imagefolder", "pt", "safetensors")
 # file/folder name of each format when several are written into one directory
@@ -138,16 +139,19 @@ def check_compatible(syn: SyntheticSet, like, where: str = "distilled set") -> N
 # ----------------------------------------------------------------------------------------
 # staging: outputs appear whole or not at all
 
-def check_target(target: Path, overwrite: bool) -> None:
-    if (target.exists() or target.is_symlink()) and not overwrite:
+def check_target(target: Path, overwrite: bool, kind: str = "file") -> None:
+    """``target`` must be the right ``kind`` ("file" or "dir") where it exists, creatable where it does not,
+    and is only replaced with ``overwrite``."""
+    (expect_output_file if kind == "file" else expect_output_dir)(target, "export target")
+    if target.exists() and not overwrite:
         raise StageExistsError(f"export target {target} exists; use --overwrite or another --to")
 
 
 @contextmanager
-def staged(target: Path, overwrite: bool):
+def staged(target: Path, overwrite: bool, kind: str = "file"):
     """Yield a temporary path; on success it replaces ``target`` (file or folder) in one rename."""
     target = Path(target)
-    check_target(target, overwrite)
+    check_target(target, overwrite, kind)
     target.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
     try:
@@ -363,6 +367,7 @@ def read_imagefolder(root: Path, like) -> SyntheticSet:
 
 
 def detect_format(path: Path) -> str:
+    expect_existing(path, "distilled set")
     if path.is_dir():
         return "imagefolder"
     suffix = path.suffix.lower()
@@ -370,8 +375,6 @@ def detect_format(path: Path) -> str:
         return "pt"
     if suffix == ".safetensors":
         return "safetensors"
-    if not path.exists():
-        raise DataError(f"distilled set not found: {path}")
     raise DataError(f"{path}: unknown format; give an image folder, a .pt or a .safetensors file")
 
 
@@ -428,13 +431,14 @@ def export_distilled(run_dir, formats: Sequence[str], to, *, overwrite: bool = F
     if bad:
         raise OptionsError(f"unknown format {bad[0]!r}; use {', '.join(FORMATS)}")
     to = Path(to)
-    check_target(to, overwrite)
+    kind = "dir" if formats == ["imagefolder"] or len(formats) > 1 else "file"
+    check_target(to, overwrite, kind)
     if "safetensors" in formats:
         _safetensors()
     syn, train = run_synthetic(run_dir)
     if syn.soft and "imagefolder" in formats:
         raise DataError("an imagefolder holds hard labels only; export soft labels with --format pt or safetensors")
-    with staged(to, overwrite) as tmp:
+    with staged(to, overwrite, kind) as tmp:
         if len(formats) == 1:
             WRITERS[formats[0]](syn, train, tmp)
             written = {formats[0]: str(to)}

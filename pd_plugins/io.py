@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Union
 
 from .errors import DataError
+from .paths import expect_file
 
 PathLike = Union[str, os.PathLike]
 
@@ -61,9 +62,7 @@ def safe_torch_load(path: PathLike, what: str = "file", map_location="cpu") -> A
     """``torch.load(weights_only=True)``; any failure becomes a one-line :class:`DataError`."""
     import torch
 
-    path = Path(path)
-    if not path.exists():
-        raise DataError(f"{what} not found: {path}")
+    path = expect_file(path, what)
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:
@@ -72,9 +71,7 @@ def safe_torch_load(path: PathLike, what: str = "file", map_location="cpu") -> A
 
 
 def read_json(path: PathLike, what: str = "file") -> Any:
-    path = Path(path)
-    if not path.exists():
-        raise DataError(f"{what} not found: {path}")
+    path = expect_file(path, what)
     try:
         return json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:

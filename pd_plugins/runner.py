@@ -21,6 +21,7 @@ from typing import Any, Optional
 from .context import RunContext
 from .errors import DataError, OptionsError, StageExistsError, StrategyError, PdPluginsError, DivergenceError
 from .io import atomic_path, atomic_torch_save, atomic_write_json, atomic_write_text, read_json, safe_torch_load
+from .paths import expect_output_dir
 from .types import sha256_json
 
 STAGES = ("prune", "distill", "eval")
@@ -115,6 +116,7 @@ class Run:
         self._data = None
         self.resolved = self._resolve()
         self.out = Path(cfg.out or default_out(cfg))
+        expect_output_dir(self.out, "output directory", writable=False)  # writability: prepare_dir's probe
 
     # -- resolution --------------------------------------------------------------
     def _resolve(self) -> dict:
@@ -506,6 +508,8 @@ class Run:
             from .subset import read_subset
 
             read_subset(self.cfg.subset, splits.train)
+        if "distill" in stages:  # e.g. a generator's prior folder, before the run directory exists
+            self.distiller.check_inputs()
         existed_empty = self.out.is_dir() and not any(self.out.iterdir())
         fresh = existed_empty or self.overwrite or not self.out.exists()
         self.prepare_dir(stages)

@@ -130,8 +130,9 @@ def score_dataset(data: ImageDataset, ctx, recipe: ScorerRecipe, *, stat: str, r
     if checkpoint:
         from .io import file_sha256
 
-        if not Path(checkpoint).is_file():
-            raise DataError(f"scorer checkpoint not found: {checkpoint}")
+        from .paths import expect_file
+
+        expect_file(checkpoint, "scorer checkpoint")
         identity.update(runs=1, checkpoint=file_sha256(checkpoint), recipe={"model": recipe.model,
                         "model_options": recipe.model_options}, augmentation=None)
     cache = ScoreCache(cache_root(ctx))

@@ -45,6 +45,9 @@ class Strategy:
     def kind(cls) -> str:
         return "strategy"
 
+    def check_inputs(self) -> None:
+        """Check the files and folders the options name (raise DataError), before a run directory exists."""
+
 
 class Pruner(Strategy):
     """Selects a subset of a dataset: ``prune(data, keep, ctx) -> PruneResult``."""

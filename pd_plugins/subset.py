@@ -6,14 +6,13 @@ import json
 from pathlib import Path
 
 from .errors import DataError
+from .paths import expect_file
 
 
 def read_indices(path) -> list[int]:
     """Source indices from a ``.json`` (list, or object with ``indices``/``source_index``) or ``.csv``
     (a column named ``source_index`` or ``index``, else the first column)."""
-    path = Path(path)
-    if not path.exists():
-        raise DataError(f"subset file not found: {path}")
+    path = expect_file(path, "subset file")
     try:
         if path.suffix.lower() == ".json":
             obj = json.loads(path.read_text())

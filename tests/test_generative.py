@@ -225,6 +225,10 @@ def test_ldm_bad_checkpoint_is_one_line(tmp_path):
         ldm_gen("", data, ctx)
     (tmp_path / "x" / "unet").mkdir(parents=True)
     (tmp_path / "x" / "unet" / "config.json").write_text(json.dumps({"_class_name": "ControlNetModel"}))
+    with pytest.raises(DataError, match="has no vae/config.json"):
+        ldm_gen(tmp_path / "x", data, ctx)
+    (tmp_path / "x" / "vae").mkdir()
+    (tmp_path / "x" / "vae" / "config.json").write_text(json.dumps({"_class_name": "AutoencoderKL"}))
     with pytest.raises(DataError, match="expected one of"):
         ldm_gen(tmp_path / "x", data, ctx)
 

@@ -18,6 +18,7 @@ from typing import Any, Optional
 
 from ..errors import DataError
 from ..io import atomic_path, atomic_write_text, read_json
+from ..paths import expect_output_dir
 from .sweep import load_summary
 
 GROUP_FIELDS = ("dataset", "distiller", "ipc", "pruner", "keep", "window")
@@ -238,7 +239,7 @@ def write_report(sweep_dir) -> dict:
     root = Path(sweep_dir)
     rows = collect(root)
     groups = aggregate(rows)
-    out = root / "report"
+    out = expect_output_dir(root / "report", "report directory")
     out.mkdir(parents=True, exist_ok=True)
     plots = [p for p in (plot_keep(groups, out / "acc_vs_keep.png"), plot_window(groups, out / "el2n_window.png"),
                          plot_bars(groups, out / "pruned_vs_unpruned.png")) if p is not None]

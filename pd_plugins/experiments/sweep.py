@@ -21,6 +21,7 @@ from typing import Any, Optional
 
 from ..errors import DataError, OptionsError, PdPluginsError
 from ..io import atomic_write_json, read_json
+from ..paths import expect_dir, expect_output_dir
 
 OPTION_GROUPS = ("dataset_options", "pruner_options", "distiller_options", "model_options",
                  "augmentation_options", "evaluator_options")
@@ -233,6 +234,7 @@ def run_sweep(sweep: Sweep, out, *, workers: int = 1, executor: str = "local", p
     cells = sweep.cells()
     if workers < 1:
         raise OptionsError(f"--workers must be >= 1, got {workers}")
+    expect_output_dir(out, "sweep directory")
     out.mkdir(parents=True, exist_ok=True)
     records: dict[str, dict] = {}
     previous = {}
@@ -281,7 +283,7 @@ def _write_summary(out: Path, sweep: Sweep, cells: list, records: dict) -> dict:
 
 def load_summary(sweep_dir) -> dict:
     """The ``sweep.json`` of a sweep directory."""
-    path = Path(sweep_dir) / "sweep.json"
+    path = expect_dir(sweep_dir, "sweep directory") / "sweep.json"
     if not path.exists():
         raise DataError(f"{sweep_dir} holds no sweep.json; run `pd-run sweep` first")
     return read_json(path, "sweep summary")

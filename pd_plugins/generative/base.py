@@ -47,6 +47,10 @@ class Generator(Strategy):
     def kind(cls) -> str:
         return "generator"
 
+    @classmethod
+    def check_weights(cls, options) -> None:
+        """Check the prior that ``options`` name (kind, format) without loading it; raise DataError."""
+
     def __init__(self, options, data: ImageDataset, ctx: RunContext):
         super().__init__(options)
         self.channels = data.channels
@@ -111,13 +115,18 @@ def class_real_images(init_pool: ImageDataset, ipc: int, generator: torch.Genera
     return initial_images(init_pool, ipc, "real", generator, "cpu")
 
 
-def make_generator(name: str, values: Optional[dict], data: ImageDataset, ctx: RunContext) -> Generator:
-    """Build generator ``name`` from the registry with option ``values`` (unknown keys ignored)."""
+def generator_options(name: str, values: Optional[dict]) -> tuple[type, object]:
+    """Generator class ``name`` from the registry and its options from ``values`` (unknown keys ignored)."""
     import dataclasses
 
     from ..plugins import registries
 
     cls = registries()["generator"].load(name)
     fields = {f.name for f in dataclasses.fields(cls.Options)}
-    opts = cls.resolve_options({k: v for k, v in (values or {}).items() if k in fields and v is not None})
+    return cls, cls.resolve_options({k: v for k, v in (values or {}).items() if k in fields and v is not None})
+
+
+def make_generator(name: str, values: Optional[dict], data: ImageDataset, ctx: RunContext) -> Generator:
+    """Build generator ``name`` from the registry with option ``values`` (unknown keys ignored)."""
+    cls, opts = generator_options(name, values)
     return cls(opts, data, ctx)

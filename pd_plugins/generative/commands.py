@@ -5,6 +5,8 @@ import json
 
 import click
 
+from ..paths import PathParam
+
 
 @click.group("prior")
 def prior():
@@ -15,7 +17,7 @@ def prior():
 @click.option("--kind", type=click.Choice(["decoder", "ldm"]), required=True, help="decoder (glad) or ldm (ld3m).")
 @click.option("--dataset", default="digits", show_default=True, help="dataset name (pd-run list datasets).")
 @click.option("--data-root", default=None, help="dataset file/folder where the dataset needs one.")
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="directory to write the prior to.")
+@click.option("--out", required=True, type=PathParam("output_dir", "prior directory"), help="directory to write the prior to.")
 @click.option("--epochs", type=int, default=None, help="decoder epochs, or the ldm UNet epochs (default: 60 / 60).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", default="cpu", show_default=True)

@@ -23,7 +23,7 @@ from torch import nn
 from ..errors import DataError
 from ..options import option
 from .base import Generator, class_real_images, freeze
-from .store import load_prior, save_prior
+from .store import load_prior, read_prior_meta, save_prior
 
 
 class ConvVAE(nn.Module):
@@ -101,16 +101,22 @@ class DecoderGenerator(Generator):
             if not 0 <= self.layer <= MAX_LAYER:
                 raise ValueError(f"layer must be in 0..{MAX_LAYER}")
 
+    @classmethod
+    def check_weights(cls, options) -> None:
+        if options.weights:
+            read_prior_meta(Path(options.weights), "decoder")
+        elif options.init == "encode":
+            raise DataError("generator 'decoder': init=encode needs trained weights (weights=DIR); use init=random")
+
     def __init__(self, options, data, ctx):
         super().__init__(options, data, ctx)
         o = self.options
+        self.check_weights(o)
         if o.weights:
             net, _ = load_prior(Path(o.weights), "decoder", ConvVAE)
             self.check_data(net.config, o.weights)
             self.trained = True
         else:
-            if o.init == "encode":
-                raise DataError("generator 'decoder': init=encode needs trained weights (weights=DIR); use init=random")
             with ctx.fork_rng("decoder-init"):
                 net = ConvVAE(data.channels, data.im_size, data.num_classes, o.z_dim, o.width)
             self.trained = False

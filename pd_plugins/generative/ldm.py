@@ -120,15 +120,29 @@ class LatentDiffusionGenerator(Generator):
             if self.eta < 0:
                 raise ValueError("eta must be >= 0")
 
+    @classmethod
+    def check_weights(cls, options) -> Path:
+        """The prior folder ``weights`` names; its prior.json (when present) must be an ldm one."""
+        from ..paths import expect_dir
+
+        if not options.weights:
+            raise DataError("generator 'ldm' needs weights=DIR: train one with `pd-run prior train --kind ldm --out DIR`")
+        root = expect_dir(options.weights, "ldm prior")
+        if (root / "prior.json").exists():
+            from .store import read_prior_meta
+
+            read_prior_meta(root, "ldm")
+        for part in ("unet", "vae"):
+            if not (root / part / "config.json").is_file():
+                raise DataError(f"ldm prior {root} has no {part}/config.json "
+                                "(expected diffusers save_pretrained folders unet/ and vae/)")
+        return root
+
     def __init__(self, options, data, ctx):
         super().__init__(options, data, ctx)
         diffusers = require_diffusers()
         o = self.options
-        if not o.weights:
-            raise DataError("generator 'ldm' needs weights=DIR: train one with `pd-run prior train --kind ldm --out DIR`")
-        root = Path(o.weights)
-        if not root.is_dir():
-            raise DataError(f"ldm prior {root} is not a directory")
+        root = self.check_weights(o)
         if (root / "prior.json").exists():
             from .store import read_prior_meta
 

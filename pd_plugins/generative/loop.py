@@ -158,6 +158,13 @@ class GenerativeDistiller:
         o = self.options
         return pixel_objective(o.objective, {"batch_real": o.batch_real, "augment": o.augment})
 
+    def check_inputs(self) -> None:
+        """The generator's prior, checked before the run directory is created."""
+        from .base import generator_options
+
+        cls, opts = generator_options(self.generator_name(), self.generator_values())
+        cls.check_weights(opts)
+
     def distill(self, data, ipc, ctx, init_pool=None):
         from ..options import as_dict
         from .base import make_generator

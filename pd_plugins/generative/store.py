@@ -8,6 +8,7 @@ from typing import Callable
 from torch import nn
 
 from ..errors import DataError
+from ..paths import expect_dir
 from ..io import atomic_torch_save, atomic_write_json, read_json, safe_torch_load
 
 FORMAT = 1
@@ -25,9 +26,10 @@ def save_prior(out: Path, kind: str, config: dict, parts: dict[str, nn.Module], 
 
 def read_prior_meta(path: Path, kind: str) -> dict:
     """``prior.json`` of a saved prior of ``kind``, or a one-line DataError."""
-    path = Path(path)
-    if not path.is_dir():
-        raise DataError(f"prior {path} is not a directory (expected one written by `pd-run prior train --kind {kind}`)")
+    try:
+        path = expect_dir(path, "prior")
+    except DataError as exc:
+        raise DataError(f"{exc} (expected a folder written by `pd-run prior train --kind {kind}`)") from None
     meta = read_json(path / "prior.json", f"prior {path}: prior.json")
     if not isinstance(meta, dict) or meta.get("pd_prior") != kind:
         got = meta.get("pd_prior") if isinstance(meta, dict) else None
