@@ -238,6 +238,9 @@ class Run:
         r = self.resolved
         prune_key = {"data": data_fp, "pruner": cfg.pruner, "keep": r["keep"], "options": r["pruner_options"],
                      "seed": cfg.seed, "subset": self._subset_hash()}
+        from_context = self.pruner.context_identity(self.context("prune")) if self.pruner is not None else {}
+        if from_context:  # e.g. the scorer's effective model options, inherited from the run's
+            prune_key["context"] = from_context
         if stage == "prune":
             return sha256_json(prune_key)
         distill_key = {"prune": prune_key, "distiller": cfg.distiller, "ipc": cfg.ipc, "mode": cfg.mode,
