@@ -10,7 +10,11 @@ Columns (one run directory each, under --out):
   prune-distill the pruner's subset seeds the distiller (--mode, default `init` as in Sundar et al.)
   full          the whole training set, no distiller
 Per-class keep for the subset columns is ipc / (smallest class size), so every class keeps
-at least ipc images (exactly ipc on balanced data). Writes table1.md and table1.csv.
+at least ipc images (exactly ipc on balanced data); a window pruner's window [lo, hi) becomes
+[lo, lo + ipc/n_c), its lower edge. With `--mode init` the prune-distill column starts from the
+prune-only subset itself (Sundar et al.'s Algorithm 1: the pruned set is the initial synthetic
+set); `--mode init-random` and `pool` prune with --prune-keep (default: the window or the
+distiller's recommended ratio) and draw ipc at random from that. Writes table1.md and table1.csv.
 """
 from __future__ import annotations
 
@@ -27,15 +31,40 @@ from pd_plugins.runner import Run, RunConfig
 SUBSET_KEYS = ("distiller", "distiller_options", "mode")
 
 
-def column_configs(base: dict, pruner: str, pruner_options: dict, prune_keep, mode: str, subset_keep: float) -> dict:
-    """The five run configs of one Table 1 row, keyed by column name."""
+def ipc_selection(pruner: str, pruner_options: dict, subset_keep: float, budget=None) -> dict:
+    """``keep`` and ``pruner_options`` that keep ipc images per class (``subset_keep`` = ipc / n_c).
+
+    A window pruner keeps ``[lo, lo + subset_keep)``: the lower edge of its window, where
+    ``--mode init`` takes its ipc samples from; any other pruner keeps ``subset_keep``.
+    """
+    from pd_plugins.plugins import registries
+
+    opts = registries()["pruner"].load(pruner).resolve_options(pruner_options, budget)
+    if not callable(getattr(opts, "fractions", None)):
+        return {"pruner_options": pruner_options, "keep": subset_keep}
+    lo, hi = opts.fractions()
+    if lo + subset_keep > hi + 1e-9:
+        raise SystemExit(f"error: window {lo:g},{hi:g} holds fewer than ipc images of the smallest class "
+                         f"(needs a width of {subset_keep:g}); widen it or lower ipc")
+    return {"pruner_options": {**pruner_options, "window": [lo, lo + subset_keep]}, "keep": None}
+
+
+def column_configs(base: dict, pruner: str, pruner_options: dict, prune_keep, mode: str, subset_keep: float,
+                   subset: dict | None = None) -> dict:
+    """The five run configs of one Table 1 row, keyed by column name.
+
+    ``subset`` ({keep, pruner_options}, from :func:`ipc_selection`; default: keep ``subset_keep``)
+    is the prune-only selection; with ``mode="init"`` prune-distill starts from it too.
+    """
     real = {k: v for k, v in base.items() if k not in SUBSET_KEYS}
     real["distiller"] = "none"
+    subset = subset or {"pruner_options": pruner_options, "keep": subset_keep}
+    distill_sel = subset if mode == "init" else {"pruner_options": pruner_options, "keep": prune_keep}
     return {
         "random": {**real, "pruner": "random", "keep": subset_keep},
-        "prune-only": {**real, "pruner": pruner, "pruner_options": pruner_options, "keep": subset_keep},
+        "prune-only": {**real, "pruner": pruner, **subset},
         "distill-only": {**base, "pruner": "none", "keep": None, "mode": "pool"},
-        "prune-distill": {**base, "pruner": pruner, "pruner_options": pruner_options, "keep": prune_keep, "mode": mode},
+        "prune-distill": {**base, "pruner": pruner, **distill_sel, "mode": mode},
         "full": {**real, "pruner": "none", "keep": None},
     }
 
@@ -45,14 +74,18 @@ def main(argv=None) -> int:
     ap.add_argument("--config", required=True, help="distiller paper/CPU config (baselines/configs/<distiller>/...)")
     ap.add_argument("--pruner", default="random", help="pruner of the prune-only and prune-distill columns")
     ap.add_argument("-P", "--pruner-option", action="append", default=[], metavar="KEY=VALUE")
-    ap.add_argument("--prune-keep", type=float, default=None, help="keep ratio of prune-distill (default: window/recommended)")
-    ap.add_argument("--mode", choices=("init", "pool"), default="init")
+    ap.add_argument("--prune-keep", type=float, default=None,
+                    help="keep ratio of prune-distill with --mode pool/init-random (default: window/recommended)")
+    ap.add_argument("--mode", choices=("init", "init-random", "pool"), default="init",
+                    help="init: prune-distill starts from the prune-only subset (Sundar et al.)")
     ap.add_argument("--dataset", default=None)
     ap.add_argument("--data-root", default=None)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--columns", default="random,prune-only,distill-only,prune-distill,full")
     ap.add_argument("--out", required=True)
     args = ap.parse_args(argv)
+    if args.mode == "init" and args.prune_keep is not None:
+        ap.error("--prune-keep applies to --mode pool/init-random; with init, prune-distill starts from ipc per class")
 
     base = load_config_file(args.config)
     base.update({k: v for k, v in (("dataset", args.dataset), ("data_root", args.data_root)) if v is not None})
@@ -62,7 +95,8 @@ def main(argv=None) -> int:
     counts = probe.data().train.class_counts()
     subset_keep = min(1.0, base.get("ipc", 10) / min(counts))
     popts = parse_key_values(args.pruner_option, flag="-P")
-    configs = column_configs(base, args.pruner, popts, args.prune_keep, args.mode, subset_keep)
+    subset = ipc_selection(args.pruner, popts, subset_keep, base.get("budget"))
+    configs = column_configs(base, args.pruner, popts, args.prune_keep, args.mode, subset_keep, subset)
     rows = []
     for name in args.columns.split(","):
         cfg = RunConfig.from_dict({**configs[name], "out": str(Path(args.out) / name)})

@@ -126,8 +126,9 @@ RUN_FLAGS = [
     click.option("--pruner", default="none", show_default=True, help="pruner name, or none."),
     click.option("--keep", type=float, default=None, help="keep ratio in (0,1]; default: the distiller's recommended ratio."),
     click.option("-P", "--pruner-option", "pruner_option", multiple=True, metavar="KEY=VALUE", help="pruner option."),
-    click.option("--mode", type=click.Choice(["pool", "init"]), default="pool", show_default=True,
-                 help="pool: the pruned set replaces the real data; init: it only seeds the synthetic images."),
+    click.option("--mode", type=click.Choice(["pool", "init", "init-random"]), default="pool", show_default=True,
+                 help="pool: the pruned set replaces the real data; init: exactly ipc per class at the pruner's "
+                      "selection edge are the initial images (Sundar et al.); init-random: ipc drawn at random from it."),
     click.option("--subset", default=None, type=PathParam("file", "subset file"),
                  help="CSV/JSON of source indices chosen elsewhere, used instead of a pruner."),
     click.option("--distiller", default="dm", show_default=True, help="distiller name, or none."),

@@ -87,13 +87,17 @@ class RunContext:
         """Build a backbone from the model registry (``name`` defaults to the run's model)."""
         from .plugins import registries
 
-        model_name = name or self.model
-        # the run's own model keeps the run's options, also when named explicitly (cross-architecture eval)
-        opts = dict(self.model_options if name in (None, self.model) else {})
-        opts.update(options)
-        factory = registries()["model"].load(model_name)
-        net = factory(channels=channels, num_classes=num_classes, im_size=tuple(im_size), **opts)
+        factory = registries()["model"].load(name or self.model)
+        net = factory(channels=channels, num_classes=num_classes, im_size=tuple(im_size),
+                      **self.model_options_for(name, options))
         return net.to(self.device)
+
+    def model_options_for(self, name: Optional[str] = None, options: Optional[dict] = None) -> dict:
+        """The options :meth:`make_model` builds ``name`` with: the run's own model keeps the run's
+        options, also when named explicitly (cross-architecture eval, scorers); ``options`` win."""
+        opts = dict(self.model_options if name in (None, self.model) else {})
+        opts.update(options or {})
+        return opts
 
     def make_augmenter(self, data, name: Optional[str] = None, **options):
         """Build the run's augmentation for ``data`` (e.g. DSA, with flip dropped for digits)."""

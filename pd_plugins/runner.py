@@ -25,6 +25,9 @@ from .paths import expect_output_dir
 from .types import sha256_json
 
 STAGES = ("prune", "distill", "eval")
+#: pipeline modes: the pruned set is the distiller's pool, or only chooses its initial images --
+#: exactly ipc per class at the selection's edge (Sundar et al.), or ipc at random from it
+MODES = ("pool", "init", "init-random")
 ARTIFACTS = {"prune": "prune.pt", "distill": "distill.pt", "eval": "eval.json"}
 
 
@@ -129,8 +132,9 @@ class Run:
             budget = ds_entry.meta.get("default_budget", "paper")
         if budget not in ("paper", "quick"):
             raise OptionsError(f"unknown budget {cfg.budget!r}; use auto, paper or quick")
-        if cfg.mode not in ("pool", "init"):
-            raise OptionsError(f"unknown mode {cfg.mode!r}; use 'pool' (pruned set replaces the real pool) or 'init'")
+        if cfg.mode not in MODES:
+            raise OptionsError(f"unknown mode {cfg.mode!r}; use 'pool' (pruned set replaces the real pool), "
+                               "'init' (ipc per class at the selection's edge seed the images) or 'init-random'")
         if cfg.ipc < 1:
             raise OptionsError(f"ipc must be >= 1, got {cfg.ipc}")
         if cfg.checkpoint_every < 0:
@@ -184,8 +188,8 @@ class Run:
             if cfg.keep is not None and cfg.keep != 1.0 and not cfg.subset:
                 raise OptionsError("--keep needs a pruner (got --pruner none)")
             keep = 1.0
-        if cfg.mode == "init" and distiller_cls is None:
-            raise OptionsError("mode 'init' needs a distiller")
+        if cfg.mode != "pool" and distiller_cls is None:
+            raise OptionsError(f"mode {cfg.mode!r} needs a distiller")
 
         evaluator_cls = None
         eval_opts = None
@@ -209,6 +213,8 @@ class Run:
         if note and not self.quiet:
             print(note)
         extra["precision"] = precision
+        if cfg.mode != "pool":  # recorded: `init` once meant what `init-random` does now
+            extra["init_select"] = "edge" if cfg.mode == "init" else "random"
         return {
             "budget": budget,
             "keep": float(keep),
@@ -240,12 +246,17 @@ class Run:
         r = self.resolved
         prune_key = {"data": data_fp, "pruner": cfg.pruner, "keep": r["keep"], "options": r["pruner_options"],
                      "seed": cfg.seed, "subset": self._subset_hash()}
+        from_context = self.pruner.context_identity(self.context("prune")) if self.pruner is not None else {}
+        if from_context:  # e.g. the scorer's effective model options, inherited from the run's
+            prune_key["context"] = from_context
         if stage == "prune":
             return sha256_json(prune_key)
         distill_key = {"prune": prune_key, "distiller": cfg.distiller, "ipc": cfg.ipc, "mode": cfg.mode,
                        "options": r["distiller_options"], "model": cfg.model, "model_options": r["model_options"],
                        "augmentation": cfg.augmentation, "aug": r["augmentation_options"], "seed": cfg.seed,
                        "precision": cfg.precision}
+        if cfg.mode != "pool":
+            distill_key["init_select"] = r["init_select"]
         if stage == "distill":
             return sha256_json(distill_key)
         return sha256_json({"distill": distill_key, "evaluator": cfg.evaluator, "options": r["evaluator_options"]})
@@ -422,6 +433,24 @@ class Run:
                 "lower --ipc or raise --keep"
             )
 
+    def init_pool(self, train, pruned):
+        """Where the distiller draws its real initial images from.
+
+        ``pool`` and ``init-random``: the whole pruned set. ``init`` (Sundar et al., Algorithm 1:
+        the synthetic set is initialised to the pruned set itself): exactly ipc samples per class
+        at the pruner's selection edge -- a window's lower percentile, the easy or hard end of a
+        ratio -- so a distiller drawing ipc from it takes all of them; a selection without scores
+        must keep exactly ipc per class.
+        """
+        if self.cfg.mode != "init":
+            return pruned.apply(train)
+        from .selection import selection_edge, take_at_edge
+
+        positions = take_at_edge(pruned.scores, train.hard_labels, pruned.keep, train.num_classes, self.cfg.ipc,
+                                 selection_edge(pruned.meta, pruned.scores),
+                                 what=f"--mode init ({pruned.pruner} selection, ipc {self.cfg.ipc})")
+        return train.subset(positions)
+
     def run_distill(self, data_fp: str, pruned):
         from .types import DistillResult
 
@@ -432,11 +461,8 @@ class Run:
             saved = safe_torch_load(path, "distill result")
             return DistillResult(**{k: saved[k] for k in ("images", "labels", "ipc", "distiller", "options", "lr",
                                                            "latents", "generator", "history", "source", "meta")})
-        pruned_set = pruned.apply(train)
-        if self.cfg.mode == "pool":
-            data, init_pool = pruned_set, pruned_set
-        else:  # Sundar et al.: experts and matching on the full set, init from the pruned set
-            data, init_pool = train, pruned_set
+        data = pruned.apply(train) if self.cfg.mode == "pool" else train
+        init_pool = self.init_pool(train, pruned)
         ctx = self.context("distill")
         try:
             result = self._call("distiller", self.cfg.distiller, self.distiller.distill, data, self.cfg.ipc, ctx, init_pool)
@@ -445,6 +471,8 @@ class Run:
                 atomic_torch_save({**exc.state["tensors"], "error": str(exc)}, self.out / "diverged.pt")
             raise
         result.meta = {**result.meta, "mode": self.cfg.mode, "pool_size": len(data), "init_pool_size": len(init_pool)}
+        if self.cfg.mode == "init":  # these samples are the initial synthetic images
+            result.meta["init_source_index"] = init_pool.index.tolist()
         atomic_torch_save({
             "images": result.images.detach().cpu(), "labels": result.labels.detach().cpu(), "ipc": result.ipc,
             "distiller": result.distiller, "options": result.options, "lr": result.lr, "latents": result.latents,
@@ -526,6 +554,7 @@ class Run:
                 timings["prune"] = time.perf_counter() - t
             if "distill" in stages and not self.stage_done("distill", self.stage_fingerprint("distill", data_fp)):
                 self._check_ipc(pruned.apply(splits.train), "the pruned set")
+                self.init_pool(splits.train, pruned)  # init mode: a selection it cannot take ipc from fails here
         except Exception:
             if fresh:  # failed before any distillation work: leave no half-made run directory
                 self._discard_dir(keep_dir=existed_empty)

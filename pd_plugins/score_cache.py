@@ -1,8 +1,10 @@
 """On-disk cache of per-sample pruning scores.
 
 An entry is keyed by a hash of everything that determines the scores (dataset fingerprint,
-statistic, scorer recipe, seed) and never by the selection (keep ratio, window,
-direction), so every selection over the same scores reuses one scoring pass. Entries are
+statistic, scorer recipe with its effective model options, seed and stage key, augmentation,
+precision, device type; see :func:`pd_plugins.scoring.scorer_identity`) and never by the
+selection (keep ratio, window, direction), so every selection over the same scores reuses one
+scoring pass. Entries are
 written atomically; an unreadable or inconsistent entry is reported with a warning and
 recomputed.
 """

@@ -115,6 +115,32 @@ def sample_statistic(net: torch.nn.Module, data: ImageDataset, ctx, stat: str, b
     return out.cpu()
 
 
+def scorer_identity(ctx, recipe: ScorerRecipe, *, stat: str, runs: int, purpose: str,
+                    checkpoint: Optional[str] = None) -> dict:
+    """Everything but the data that determines :func:`score_dataset`'s scores (its cache key).
+
+    That is the procedure, the recipe with the scorer's *effective* model options (a scorer of
+    the run's own model inherits the run's ``--model-option``s, see ``ctx.model_options_for``),
+    the seed and stage key its generators derive from, augmentation, precision, device type and
+    compilation. A ``checkpoint`` replaces training: its content hash stands for recipe, seed,
+    stage and augmentation.
+    """
+    model = {"model": recipe.model, "model_options": ctx.model_options_for(recipe.model, recipe.model_options)}
+    identity = {"purpose": purpose, "stat": stat, "seed": ctx.seed, "stage": ctx.stage,
+                "recipe": {**recipe.describe(), **model}, "runs": runs, "precision": ctx.precision,
+                "device": torch.device(ctx.device).type, "compile": bool(ctx.compile),
+                "augmentation": [ctx.augmentation, ctx.augmentation_options] if recipe.augment else None}
+    if checkpoint:
+        from .io import file_sha256
+
+        from .paths import expect_file
+
+        expect_file(checkpoint, "scorer checkpoint")
+        identity.update(runs=1, checkpoint=file_sha256(checkpoint), recipe=model, augmentation=None, seed=None,
+                        stage=None)
+    return identity
+
+
 def score_dataset(data: ImageDataset, ctx, recipe: ScorerRecipe, *, stat: str, runs: int, purpose: str,
                   checkpoint: Optional[str] = None) -> tuple[torch.Tensor, dict]:
     """Mean over ``runs`` scorers of the per-sample ``stat``; cached on disk. Returns ``(scores, meta)``.
@@ -124,17 +150,8 @@ def score_dataset(data: ImageDataset, ctx, recipe: ScorerRecipe, *, stat: str, r
     """
     if runs < 1:
         raise OptionsError(f"the number of scorer runs must be >= 1, got {runs}")
-    identity = {"purpose": purpose, "stat": stat, "data": data.fingerprint(), "seed": ctx.seed,
-                "recipe": recipe.describe(), "runs": runs, "precision": ctx.precision,
-                "augmentation": [ctx.augmentation, ctx.augmentation_options] if recipe.augment else None}
-    if checkpoint:
-        from .io import file_sha256
-
-        from .paths import expect_file
-
-        expect_file(checkpoint, "scorer checkpoint")
-        identity.update(runs=1, checkpoint=file_sha256(checkpoint), recipe={"model": recipe.model,
-                        "model_options": recipe.model_options}, augmentation=None)
+    identity = {"data": data.fingerprint(),
+                **scorer_identity(ctx, recipe, stat=stat, runs=runs, purpose=purpose, checkpoint=checkpoint)}
     cache = ScoreCache(cache_root(ctx))
     key = cache.key(identity)
     meta = {"statistic": stat, "purpose": purpose, "runs": identity["runs"], "scorer": identity["recipe"],

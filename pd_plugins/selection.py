@@ -107,6 +107,59 @@ def select(
     return positions, meta
 
 
+def selection_edge(meta: dict, scores) -> Optional[str]:
+    """The end of a recorded selection that its ``count``-sample core starts from, or None.
+
+    ``"low"`` for a window (its lower percentile ``lo``: Sundar et al. discard the lowest-EL2N
+    samples up to the chosen percentile and keep what follows; the upper bound only fences
+    off the noisy top) and for ``direction="easy"``; ``"high"`` for ``direction="hard"``.
+    None without a score-based rule: no scores, or NaN ones (random, ``--subset``, no pruner).
+    """
+    import torch
+
+    if scores is None or torch.isnan(torch.as_tensor(scores)).any():
+        return None
+    if meta.get("window") is not None:
+        return "low"
+    return {"easy": "low", "hard": "high"}.get(meta.get("direction"))
+
+
+def take_at_edge(scores, labels, kept, num_classes: int, count: int, edge: Optional[str], *, what: str = "selection"):
+    """Exactly ``count`` of the ``kept`` positions per class, at ``edge`` of the class's ascending order.
+
+    Within a class the kept positions are ordered by (score ascending, index ascending), as in
+    :func:`select`; ``"low"`` takes the first ``count``, ``"high"`` the last ``count``. Without
+    an edge (no scores) a class must hold exactly ``count`` kept samples: they are taken as they
+    are. A class holding fewer than ``count`` is an :class:`OptionsError`. Returns sorted positions.
+    """
+    import torch
+
+    if edge not in (None, "low", "high"):
+        raise OptionsError(f"edge must be 'low', 'high' or None, got {edge!r}")
+    kept = torch.as_tensor(kept).long().cpu()
+    labels = torch.as_tensor(labels).long().cpu()[kept]
+    if edge is not None:
+        scores = torch.as_tensor(scores).double().cpu()[kept]
+        if torch.isnan(scores).any():
+            raise DataError(f"{what}: kept samples without scores cannot be ordered")
+    chosen = []
+    for c in range(num_classes):
+        pos = torch.nonzero(labels == c).flatten()  # ascending kept position, hence ascending index
+        n = int(pos.numel())
+        if n < count:
+            raise OptionsError(f"{what}: class {c} kept {n} sample(s), fewer than the {count} needed; "
+                               "keep more (raise --keep / widen the window) or lower --ipc")
+        if edge is None:
+            if n != count:
+                raise OptionsError(f"{what}: class {c} kept {n} samples and the selection has no scores to take "
+                                   f"{count} of them from an edge; keep exactly {count} per class")
+            chosen.append(kept[pos])
+            continue
+        order = pos[torch.sort(scores[pos], stable=True).indices]
+        chosen.append(kept[order[:count] if edge == "low" else order[n - count:]])
+    return torch.sort(torch.cat(chosen)).values if chosen else torch.zeros(0, dtype=torch.long)
+
+
 def class_kl(kept_labels, all_labels, num_classes: int) -> float:
     """KL(pruned class histogram || original class histogram), in nats (Sundar et al., Table 4)."""
     import torch

@@ -59,6 +59,11 @@ class Pruner(Strategy):
     def prune(self, data: "ImageDataset", keep: float, ctx: "RunContext") -> "PruneResult":
         raise NotImplementedError
 
+    def context_identity(self, ctx: "RunContext") -> dict:
+        """What the result takes from ``ctx`` beyond the data, options, keep and seed (e.g. a
+        scorer's effective model and options); part of the host's prune-stage fingerprint."""
+        return {}
+
 
 class ScorePruner(Pruner):
     """A pruner that scores every sample, then selects per class (or globally).

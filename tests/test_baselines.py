@@ -36,16 +36,38 @@ def test_config_resolves_when_its_distiller_is_installed(path, host):
         assert values["distiller_options"]["iterations"] < paper["distiller_options"]["iterations"]
 
 
-def test_table1_columns():
+def _table1():
     spec = importlib.util.spec_from_file_location("table1", ROOT / "baselines" / "table1.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
+    return mod
+
+
+def test_table1_columns():
+    mod = _table1()
     base = {"dataset": "digits", "distiller": "dm", "ipc": 2, "distiller_options": {"iterations": 3}}
-    cols = mod.column_configs(base, "random", {}, 0.3, "init", 0.02)
+    cols = mod.column_configs(base, "random", {}, 0.3, "init-random", 0.02)
     assert cols["random"] == {"dataset": "digits", "ipc": 2, "distiller": "none", "pruner": "random", "keep": 0.02}
     assert cols["prune-only"]["distiller"] == "none" and cols["prune-only"]["keep"] == 0.02
     assert cols["distill-only"]["pruner"] == "none" and cols["distill-only"]["distiller"] == "dm"
-    assert cols["prune-distill"]["mode"] == "init" and cols["prune-distill"]["keep"] == 0.3
+    assert cols["prune-distill"]["mode"] == "init-random" and cols["prune-distill"]["keep"] == 0.3
     assert cols["full"]["pruner"] == "none" and cols["full"]["distiller"] == "none"
     for c in cols.values():
         RunConfig.from_dict(c)
+    # Sundar et al.: in init mode prune-distill starts from the prune-only subset itself
+    init = mod.column_configs(base, "random", {}, 0.3, "init", 0.02)
+    assert init["prune-distill"]["mode"] == "init" and init["prune-distill"]["keep"] == 0.02
+
+
+def test_table1_window_subset_is_the_windows_lower_edge(host):
+    mod = _table1()
+    sel = mod.ipc_selection("el2n-window", {"window": "70,80"}, 0.002)
+    assert sel["keep"] is None and sel["pruner_options"]["window"] == pytest.approx([0.7, 0.702])
+    base = {"dataset": "digits", "distiller": "mtt", "ipc": 10}
+    cols = mod.column_configs(base, "el2n-window", {"window": "70,80"}, None, "init", 0.002, sel)
+    for name in ("prune-only", "prune-distill"):
+        run = Run(RunConfig.from_dict({**cols[name], "out": "unused"}))
+        assert run.resolved["keep"] == pytest.approx(0.002)  # no --keep against the window
+    assert mod.ipc_selection("loss-easy", {}, 0.02) == {"pruner_options": {}, "keep": 0.02}
+    with pytest.raises(SystemExit, match="fewer than ipc"):
+        mod.ipc_selection("el2n-window", {"window": "70,80"}, 0.2)

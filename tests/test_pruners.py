@@ -172,6 +172,45 @@ def test_cache_is_reused_across_keep_direction_and_window(small, ctx, tmp_path, 
     assert len(calls) == 4
 
 
+def test_scorer_model_options_and_stage_key_the_cache(small, ctx, tmp_path, monkeypatch):
+    """A scorer of the run's model inherits the run's model options: changing one re-scores."""
+    from pd_plugins.pruners.loss import LossEasyPruner
+
+    monkeypatch.delenv("PD_CACHE_DIR", raising=False)
+    ctx.cache_dir = tmp_path / "cache"
+    calls = _count_training(monkeypatch)
+    p = LossEasyPruner(LossEasyPruner.resolve_options({"scorer_options": {"width": 8}, "batch": 64,
+                                                       "augment": False, "epochs": 1}))
+    ctx.model_options = {"depth": 2}
+    deep = p.prune(small, 0.5, ctx)
+    ctx.model_options = {"depth": 1}
+    shallow = p.prune(small, 0.5, ctx)
+    assert len(calls) == 2 and shallow.meta["scoring"]["cache"] == "miss"
+    assert not torch.equal(deep.scores, shallow.scores)
+    assert shallow.meta["scoring"]["scorer"]["model_options"] == {"depth": 1, "width": 8}
+    ctx.model_options = {"depth": 1, "width": 64}  # the scorer's own width wins: the same scorer, a hit
+    again = p.prune(small, 0.5, ctx)
+    assert len(calls) == 2 and again.meta["scoring"]["cache"] == "hit" and torch.equal(again.scores, shallow.scores)
+    ctx.stage = "elsewhere"  # the stage key seeds the scorer's init and batches
+    p.prune(small, 0.5, ctx)
+    assert len(calls) == 3
+
+
+def test_prune_fingerprint_follows_the_scorer_model_options(host, tmp_path):
+    from pd_plugins.runner import Run, RunConfig
+
+    def fp(pruner, scorer_options, **model_options):
+        popts = {"scorer_options": scorer_options} if pruner != "random" else {}
+        cfg = RunConfig(pruner=pruner, keep=0.5, pruner_options=popts, distiller="none", evaluator="none",
+                        model_options=model_options, out=str(tmp_path / "r"))
+        return Run(cfg, quiet=True).stage_fingerprint("prune", "data")
+
+    assert fp("loss-easy", {"width": 8}, depth=1) != fp("loss-easy", {"width": 8}, depth=2)
+    assert fp("loss-easy", {"width": 8}, depth=1, width=16) == fp("loss-easy", {"width": 8}, depth=1, width=32)
+    assert fp("loss-easy", {}, width=16) != fp("loss-easy", {}, width=32)
+    assert fp("random", {}, width=16) == fp("random", {}, width=32)  # no scorer: the model does not matter
+
+
 def test_corrupt_cache_entry_warns_and_recomputes(small, ctx, tmp_path, monkeypatch):
     from pd_plugins.pruners.early_loss import EarlyLossPruner
 

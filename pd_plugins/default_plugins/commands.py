@@ -12,7 +12,7 @@ def register_commands(cli):
     @run_flags
     @click.pass_context
     def experts_cmd(ctx, **params):
-        """Train (or reuse) MTT expert trajectories on the pruned set (the full set with --mode init).
+        """Train (or reuse) MTT expert trajectories on the pruned set (the full set with --mode init/init-random).
 
         Experts use the mtt distiller's options (-D experts=N -D train_epochs=E -D lr_teacher=...)
         and are cached under PD_CACHE_DIR (default: <out>/../.pd-cache), keyed by the data
@@ -27,7 +27,7 @@ def register_commands(cli):
         run.prepare_dir(("experts",))  # never marked done: a finished directory is reused, a different run refused
         train = run.data().train
         pruned = run.run_prune(train.fingerprint())
-        data = train if run.cfg.mode == "init" else pruned.apply(train)
+        data = pruned.apply(train) if run.cfg.mode == "pool" else train
         directory, trained = run.distiller.experts(data, run.context("experts"))
         _print_summary({"experts_dir": str(directory), "experts": run.distiller.options.experts,
                         "trained_now": trained, "pool_size": len(data)}, params.get("as_json", False))

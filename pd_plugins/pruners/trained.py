@@ -60,12 +60,19 @@ class TrainedScorePruner(ScorePruner):
                             epochs=self.train_epochs(), lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay,
                             batch=o.batch, augment=o.augment, score_batch=o.score_batch)
 
+    def _procedure(self) -> dict:
+        return {"stat": self.statistic, "runs": self.runs(), "purpose": self.purpose, "checkpoint": self.checkpoint()}
+
     def score(self, data, ctx):
         from ..scoring import score_dataset
 
-        scores, self._score_meta = score_dataset(data, ctx, self.recipe(), stat=self.statistic, runs=self.runs(),
-                                                 purpose=self.purpose, checkpoint=self.checkpoint())
+        scores, self._score_meta = score_dataset(data, ctx, self.recipe(), **self._procedure())
         return scores
+
+    def context_identity(self, ctx):
+        from ..scoring import scorer_identity
+
+        return {"scorer": scorer_identity(ctx, self.recipe(), **self._procedure())}
 
     def selection(self, keep):
         return {"keep": keep, "direction": self.direction(), "balanced": self.options.balanced,
