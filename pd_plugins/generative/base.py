@@ -115,9 +115,7 @@ def make_generator(name: str, values: Optional[dict], data: ImageDataset, ctx: R
     """Build generator ``name`` from the registry with option ``values`` (unknown keys ignored)."""
     import dataclasses
 
-    from ..plugins import registries
-
-    cls = registries()["generator"].load(name)
+    cls = ctx.registry("generator").load(name)
     fields = {f.name for f in dataclasses.fields(cls.Options)}
     opts = cls.resolve_options({k: v for k, v in (values or {}).items() if k in fields and v is not None})
     return cls(opts, data, ctx)
