@@ -243,7 +243,11 @@ class Host:
                              f"of {entry.replaces} (replace=True)\n")
 
     def add_commands(self, cli) -> None:
-        """Let plugins add ``pd-run`` sub-commands (built-ins first); a failing plugin is reported and skipped."""
+        """Let plugins add ``pd-run`` sub-commands (built-ins first); a failing plugin is reported and skipped.
+
+        The registries are built first, so a plugin skipped for its registrations adds no commands.
+        """
+        self.registries()
         names = self._providers("register_commands")
         names.sort(key=lambda n: not self._info(n).builtin)
         for plugin_name in names:

@@ -82,6 +82,20 @@ def test_conflicting_plugin_drops_its_entries_of_every_kind(host):
     assert "both-ds" not in regs["dataset"] and [f.name for f in host.failures] == ["both"]
 
 
+def test_conflicting_plugin_adds_no_commands(host):
+    import click
+
+    class Clash(Provider):
+        @hookimpl
+        def register_commands(self, cli):
+            cli.add_command(click.Command("clash-cmd"))
+
+    host.register(Clash("random"), name="clash")
+    group = click.Group()
+    host.add_commands(group)
+    assert "clash-cmd" not in group.commands and [f.name for f in host.failures] == ["clash"]
+
+
 def test_replace_true_overrides_builtin(host, capsys):
     host.register(Provider("random", replace=True), name="override", dist="pd-override", version="1.0")
     entry = host.registries()["pruner"].get("random")
