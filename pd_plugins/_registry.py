@@ -5,11 +5,49 @@ import difflib
 import fnmatch
 import importlib
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional, Union
+from typing import Any, Callable, Optional, Sequence, Union
 
 from .errors import RegistryError, UnknownNameError
 
 KINDS = ("pruner", "distiller", "dataset", "model", "augmentation", "evaluator", "generator")
+
+# What a factory of each strategy kind must be (the hookspecs document the same contracts):
+# kind -> (base class in pd_plugins.strategies it must subclass, or None; methods it must have).
+# Every other kind takes a plain callable (a function or a class that is not a strategy).
+STRATEGY_CONTRACTS = {
+    "pruner": ("Pruner", ("prune",)),
+    "distiller": ("Distiller", ("distill",)),
+    "evaluator": (None, ("evaluate",)),
+    "generator": (None, ("init_latents", "decode")),
+}
+
+
+def kind_mismatch(kind: str, obj: Any) -> Optional[str]:
+    """Why ``obj`` cannot be a factory of ``kind`` (None when it can)."""
+    from . import strategies
+
+    what = _qualname(obj)
+    declared = obj.kind() if isinstance(obj, type) and issubclass(obj, strategies.Strategy) else None
+    if declared not in (None, kind):
+        return f"{what} is {_a(declared)}"
+    if kind not in STRATEGY_CONTRACTS:
+        return None if callable(obj) else f"{what} is not callable"
+    base, methods = STRATEGY_CONTRACTS[kind]
+    if base is not None and not (isinstance(obj, type) and issubclass(obj, getattr(strategies, base))):
+        return f"{what} does not subclass pd_plugins.{base}"
+    missing = [m for m in ("Options", *methods) if not callable(getattr(obj, m, None))]
+    if not isinstance(obj, type) or missing:
+        return f"{what} is not {_a(kind)} class (needs {', '.join(('Options',) + methods)})"
+    return None
+
+
+def _a(noun: str) -> str:
+    return ("an " if noun[:1] in "aeiou" else "a ") + noun
+
+
+def _qualname(obj: Any) -> str:
+    module, name = getattr(obj, "__module__", None), getattr(obj, "__qualname__", None)
+    return f"{module}:{name}" if module and name else repr(obj)
 
 
 def normalise_name(name: str) -> str:
@@ -29,9 +67,14 @@ class Entry:
     dist: str = ""
     version: str = ""
     meta: dict = field(default_factory=dict)
+    replaces: str = ""  # provenance of the entry this one replaced (``replace=True``), else ""
 
     def load(self):
-        """The factory itself, importing a lazy ``"module:attr"`` string on first use."""
+        """The factory itself, importing a lazy ``"module:attr"`` string on first use.
+
+        A factory that is not of the entry's kind (a distiller registered as a pruner) is refused
+        with a one-line :class:`RegistryError` naming the plugin.
+        """
         if isinstance(self.factory, str):
             mod_name, _, attr = self.factory.partition(":")
             try:
@@ -40,16 +83,27 @@ class Entry:
                     obj = getattr(obj, part)
             except Exception as exc:
                 raise RegistryError(
-                    f"{self.kind} {self.name!r} ({self.origin()}) could not be loaded from {self.factory!r}: "
+                    f"{self.kind} {self.name!r} of {self.provenance()} could not be loaded from {self.factory!r}: "
                     f"{type(exc).__name__}: {exc}"
                 ) from exc
+            self.check_kind(obj)
             self.factory = obj
         return self.factory
+
+    def check_kind(self, obj: Any) -> None:
+        """Raise a one-line :class:`RegistryError` when ``obj`` is not a factory of this entry's kind."""
+        reason = kind_mismatch(self.kind, obj)
+        if reason is not None:
+            raise RegistryError(f"{self.kind} {self.name!r} of {self.provenance()} is not {_a(self.kind)}: {reason}")
 
     def origin(self) -> str:
         if self.dist:
             return f"{self.dist} {self.version}".strip()
         return self.plugin or "?"
+
+    def provenance(self) -> str:
+        """``plugin 'name' (dist version)``: which plugin registered this entry."""
+        return f"plugin {self.plugin!r}" + (f" ({self.origin()})" if self.dist else "")
 
     def options_class(self) -> type:
         """The ``Options`` dataclass (strategies) or one derived from the factory's signature."""
@@ -77,29 +131,38 @@ class Entry:
             "version": self.version,
             "factory": self.factory if isinstance(self.factory, str) else f"{self.factory.__module__}:{self.factory.__qualname__}",
             **({"meta": self.meta} if self.meta else {}),
+            **({"replaces": self.replaces} if self.replaces else {}),
         }
 
 
 class Registry:
-    """Entries of one kind, keyed by kebab-case name (aliases resolve to the same entry)."""
+    """Entries of one kind, keyed by kebab-case name (aliases resolve to the same entry).
 
-    def __init__(self, kind: str):
+    ``failures`` are the plugins the host skipped (objects with ``who()`` and ``error``): an
+    unknown name mentions them, since the name may be one a skipped plugin would have provided.
+    """
+
+    def __init__(self, kind: str, failures: Sequence = ()):
         self.kind = kind
+        self.failures = failures
         self._entries: dict[str, Entry] = {}
         self._aliases: dict[str, str] = {}
 
     def add(self, entry: Entry, replace: bool = False) -> None:
+        """Add ``entry``; a taken name or alias raises unless ``replace`` (then ``entry.replaces`` says whose)."""
         name = normalise_name(entry.name)
         entry.name = name
         for key in (name, *map(normalise_name, entry.aliases)):
             existing = self._lookup(key)
             if existing is not None and not (replace and key == name):
                 raise RegistryError(
-                    f"duplicate {self.kind} name {key!r}: registered by {existing.origin()} "
-                    f"and by {entry.origin()} (pass replace=True to override deliberately)"
+                    f"duplicate {self.kind} name {key!r}: registered by {existing.provenance()} "
+                    f"and by {entry.provenance()} (pass replace=True to override deliberately)"
                 )
+        entry.replaces = ""
         if replace and name in self._entries:
             old = self._entries[name]
+            entry.replaces = old.provenance()
             for alias in old.aliases:
                 self._aliases.pop(normalise_name(alias), None)
         self._entries[name] = entry
@@ -124,7 +187,15 @@ class Registry:
         choices = sorted(set(self._entries) | set(self._aliases))
         close = difflib.get_close_matches(normalise_name(name), choices, n=1, cutoff=0.5)
         hint = f"; did you mean {close[0]!r}?" if close else ""
-        return f"unknown {self.kind} {name!r}{hint} (see: pd-run list {self.kind}s)"
+        return f"unknown {self.kind} {name!r}{self._skipped_note()}{hint} (see: pd-run list {self.kind}s)"
+
+    def _skipped_note(self) -> str:
+        if not self.failures:
+            return ""
+        if len(self.failures) == 1:
+            f = self.failures[0]
+            return f" (plugin {f.who()} failed to load and may provide it: {f.error})"
+        return f" (plugins that failed to load may provide it: {', '.join(f.who() for f in self.failures)}; see: pd-run plugins)"
 
     def load(self, name: str):
         return self.get(name).load()

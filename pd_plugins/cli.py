@@ -453,6 +453,8 @@ def list_cmd(kind, as_json):
         for e in regs[k].entries():
             alias = f" (aliases: {', '.join(e.aliases)})" if e.aliases else ""
             origin = "" if e.dist in ("pd-plugins", "") else f"  [{e.origin()}]"
+            if e.replaces:
+                origin = f"  [{e.origin()}, replaces {e.replaces}]"
             click.echo(f"  {e.name:<14} {e.summary}{alias}{origin}")
 
 

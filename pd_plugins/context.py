@@ -41,6 +41,8 @@ class RunContext:
     on_log: Optional[Callable[[int, dict], None]] = None
     on_rewind: Optional[Callable[[int], None]] = None
     stage: str = ""
+    # the run's host registries (``Run(cfg, host=h)``); None: the process-wide host's
+    registries: Optional[dict] = field(default=None, repr=False, compare=False)
 
     # -- randomness --------------------------------------------------------------
     def generator(self, *key: Any, device: Optional[str] = None):
@@ -83,11 +85,17 @@ class RunContext:
             self.on_rewind(int(step))
 
     # -- factories ----------------------------------------------------------------
-    def make_model(self, channels: int, num_classes: int, im_size, name: Optional[str] = None, **options):
-        """Build a backbone from the model registry (``name`` defaults to the run's model)."""
+    def registry(self, kind: str):
+        """The registry of ``kind`` of the host this run was created with."""
+        if self.registries is not None:
+            return self.registries[kind]
         from .plugins import registries
 
-        factory = registries()["model"].load(name or self.model)
+        return registries()[kind]
+
+    def make_model(self, channels: int, num_classes: int, im_size, name: Optional[str] = None, **options):
+        """Build a backbone from the model registry (``name`` defaults to the run's model)."""
+        factory = self.registry("model").load(name or self.model)
         net = factory(channels=channels, num_classes=num_classes, im_size=tuple(im_size),
                       **self.model_options_for(name, options))
         return net.to(self.device)
@@ -101,12 +109,10 @@ class RunContext:
 
     def make_augmenter(self, data, name: Optional[str] = None, **options):
         """Build the run's augmentation for ``data`` (e.g. DSA, with flip dropped for digits)."""
-        from .plugins import registries
-
         aug_name = name or self.augmentation
         opts = dict(self.augmentation_options if name is None else {})
         opts.update(options)
-        factory = registries()["augmentation"].load(aug_name)
+        factory = self.registry("augmentation").load(aug_name)
         return factory(allow_flip=getattr(data, "allow_flip", True), **opts)
 
     # -- checkpoints ----------------------------------------------------------------

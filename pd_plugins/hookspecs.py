@@ -5,8 +5,10 @@ Provider hooks receive a ``register`` callback owned by the host::
     register(name, factory, *, summary="", aliases=(), replace=False, **meta)
 
 ``factory`` is a class or callable, or a lazy ``"module:attr"`` string (preferred: it
-keeps ``pd-run list`` from importing torch). Names are kebab-case; a name registered
-twice raises unless the second registration passes ``replace=True``.
+keeps ``pd-run list`` from importing torch). Names are kebab-case; a plugin registering a
+taken name is skipped (with one line naming both plugins) unless it passes ``replace=True``.
+A factory must be of the hook's kind (see each hook): a class is checked when it registers, a
+lazy string when it is first loaded.
 
 Observer hooks are called for every run; their return values are ignored.
 """

@@ -355,7 +355,7 @@ class Run:
             model=cfg.model, model_options=self.resolved["model_options"], augmentation=cfg.augmentation,
             augmentation_options=self.resolved["augmentation_options"], precision=self.resolved["precision"],
             compile=cfg.compile, checkpoint_every=cfg.checkpoint_every, on_log=on_log, on_rewind=on_rewind,
-            stage=stage,
+            stage=stage, registries=self.regs,
         )
         return ctx
 

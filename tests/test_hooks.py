@@ -69,7 +69,15 @@ class Provider:
 
 
 class Generator:
-    """A stand-in generative prior (only registration is under test)."""
+    """A stand-in generative prior with the hookspec's protocol (only registration is under test)."""
+
+    Options = dict
+
+    def init_latents(self, init_pool, ipc, ctx):
+        raise NotImplementedError
+
+    def decode(self, latents, labels, aux):
+        raise NotImplementedError
 
 
 def _registered(host, kind, name):

@@ -40,25 +40,129 @@ def test_hook_register_pruners(host):
     assert entry.load().__name__ == "RandomPruner"
 
 
-def test_duplicate_name_names_both_plugins(host):
+def test_duplicate_name_skips_the_plugin_naming_both(host, capsys):
     host.register(Provider("random"), name="copycat", dist="pd-copycat", version="9.9")
-    with pytest.raises(RegistryError) as exc:
+    host.register(Provider("fine"), name="fine")
+    regs = host.registries()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "skipping plugin 'copycat' (pd-copycat 9.9)" in err[0], err
+    assert "duplicate pruner name 'random'" in err[0] and "pd-plugins" in err[0] and "replace=True" in err[0]
+    assert regs["pruner"].get("random").plugin == "pd_plugins.default_plugins.pruners"
+    assert "fine" in regs["pruner"] and [f.name for f in host.failures] == ["copycat"]
+    assert not host.pm.has_plugin("copycat")  # skipped entirely: no observer hooks either
+    host.register(Provider("later"), name="later")  # a rebuild does not report it again
+    assert "later" in host.registries()["pruner"] and not capsys.readouterr().err
+
+
+def test_duplicate_name_fatal_when_strict(host, monkeypatch):
+    monkeypatch.setenv("PD_STRICT_PLUGINS", "1")
+    host.register(Provider("random"), name="copycat", dist="pd-copycat", version="9.9")
+    with pytest.raises(PluginLoadError, match="failed to load plugin 'copycat'.*duplicate pruner name 'random'"):
         host.registries()
-    msg = str(exc.value)
-    assert "duplicate pruner name 'random'" in msg
-    assert "pd-plugins" in msg and "pd-copycat 9.9" in msg and "replace=True" in msg
 
 
-def test_duplicate_via_alias_and_case(host):
+def test_duplicate_via_alias_and_case(host, capsys):
     host.register(Provider("Other", aliases=("RANDOM",)), name="aliaser")
-    with pytest.raises(RegistryError, match="'random'"):
-        host.registries()
+    regs = host.registries()
+    assert "'aliaser'" in capsys.readouterr().err and "other" not in regs["pruner"]
 
 
-def test_replace_true_overrides_builtin(host):
-    host.register(Provider("random", replace=True), name="override")
+def test_conflicting_plugin_drops_its_entries_of_every_kind(host):
+    class Both:
+        @hookimpl
+        def register_datasets(self, register):
+            register("both-ds", "pd_plugins.datasets:digits")
+
+        @hookimpl
+        def register_pruners(self, register):
+            register("random", RANDOM)
+
+    host.register(Both(), name="both")
+    regs = host.registries()
+    assert "both-ds" not in regs["dataset"] and [f.name for f in host.failures] == ["both"]
+
+
+def test_conflicting_plugin_adds_no_commands(host):
+    import click
+
+    class Clash(Provider):
+        @hookimpl
+        def register_commands(self, cli):
+            cli.add_command(click.Command("clash-cmd"))
+
+    host.register(Clash("random"), name="clash")
+    group = click.Group()
+    host.add_commands(group)
+    assert "clash-cmd" not in group.commands and [f.name for f in host.failures] == ["clash"]
+
+
+def test_replace_true_overrides_builtin(host, capsys):
+    host.register(Provider("random", replace=True), name="override", dist="pd-override", version="1.0")
     entry = host.registries()["pruner"].get("random")
     assert entry.plugin == "override" and entry.summary == "from random"
+    assert entry.replaces == "plugin 'pd_plugins.default_plugins.pruners' (pd-plugins 0.1.0)"
+    assert entry.to_json()["replaces"] == entry.replaces
+    item = next(p for p in host.plugin_list() if p["name"] == "override")
+    assert item["replaces"] == [f"pruner 'random' of {entry.replaces}"]
+    host.register(Provider("more"), name="more")
+    host.registries()  # rebuilt: warned once, not again
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "plugin 'override' (pd-override 1.0) replaces pruner 'random'" in err[0], err
+
+
+def test_replace_without_a_previous_entry_is_not_a_replacement(host, capsys):
+    host.register(Provider("brand-new", replace=True), name="newcomer")
+    assert host.registries()["pruner"].get("brand-new").replaces == "" and not capsys.readouterr().err
+
+
+def test_wrong_kind_class_skips_the_plugin(host, capsys):
+    from pd_plugins.strategies import Distiller
+
+    class NotAPruner(Distiller):
+        pass
+
+    class WrongKind:
+        @hookimpl
+        def register_pruners(self, register):
+            register("not-a-pruner", NotAPruner)
+
+    host.register(WrongKind(), name="wrongkind", dist="pd-wrongkind", version="0.3")
+    regs = host.registries()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "skipping plugin 'wrongkind' (pd-wrongkind 0.3)" in err[0], err
+    assert "NotAPruner is a distiller" in err[0] and "not-a-pruner" not in regs["pruner"]
+
+
+@pytest.mark.parametrize("kind, factory, reason", [
+    ("pruner", "pd_plugins.distillers.dm:DM", "DM is a distiller"),
+    ("distiller", "pd_plugins.pruners.random:RandomPruner", "RandomPruner is a pruner"),
+    ("evaluator", "pd_plugins.datasets:digits", "digits is not an evaluator class"),
+    ("model", "pd_plugins.evaluate:StepEvaluator", "StepEvaluator is an evaluator"),
+    ("dataset", "pd_plugins.datasets:KINDS_THAT_DO_NOT_EXIST", "could not be loaded"),
+])
+def test_wrong_kind_lazy_factory_refused_on_load(host, kind, factory, reason):
+    class Lazy:
+        pass
+
+    def hook(register):
+        register("misfit", factory)
+
+    setattr(Lazy, f"register_{kind}s", staticmethod(hookimpl(hook)))
+    host.register(Lazy(), name="lazy", dist="pd-lazy", version="0.1")
+    entry = host.registries()[kind].get("misfit")  # registered: lazy factories are checked on load
+    for _ in range(2):  # refused every time, not only on the first load
+        with pytest.raises(RegistryError) as exc:
+            entry.load()
+        msg = str(exc.value)
+        assert "\n" not in msg and "'lazy' (pd-lazy 0.1)" in msg and reason in msg, msg
+
+
+def test_builtin_factories_all_pass_the_kind_check(host):
+    from pd_plugins._registry import kind_mismatch
+
+    for kind, reg in host.registries().items():
+        for entry in reg.entries():
+            assert kind_mismatch(kind, entry.load()) is None, (kind, entry.name)
 
 
 def test_unknown_name_did_you_mean(host):
@@ -162,6 +266,17 @@ def test_entry_point_import_failure_is_skipped(monkeypatch, capsys):
     assert [p["name"] for p in h.plugin_list()] == ["good"]
 
 
+def test_unknown_name_mentions_the_plugin_that_failed_to_load(monkeypatch, capsys):
+    from pd_plugins.plugins import Host
+
+    _fake_entry_points(monkeypatch, [FakeEntryPoint("grand", _import_fails)])
+    reg = Host().registries()["pruner"]
+    with pytest.raises(UnknownNameError) as exc:
+        reg.get("grand")
+    msg = str(exc.value)
+    assert "plugin 'grand' failed to load" in msg and "not_installed_dep" in msg and "\n" not in msg, msg
+
+
 def test_entry_point_import_failure_strict(monkeypatch):
     from pd_plugins.plugins import Host
 
@@ -206,3 +321,79 @@ def test_misspelled_hook_in_entry_point_is_isolated(monkeypatch, capsys):
     err = capsys.readouterr().err
     assert "skipping plugin 'typo'" in err and "register_pruner" in err
     assert "good-ep" in h.registries()["pruner"]
+
+
+# -- registries are filled through pluggy's own call path --------------------------------
+
+
+class Recorder:
+    """A wrapper around every ``register_pruners`` call (new-style ``wrapper=True``)."""
+
+    def __init__(self):
+        self.calls = []
+
+    @hookimpl(wrapper=True)
+    def register_pruners(self, register):
+        self.calls.append(register)
+        return (yield)
+
+
+def test_wrappers_apply_to_provider_hooks(host):
+    rec = Recorder()
+    host.register(rec, name="recorder")
+    host.register(Provider("my-pruner"), name="third")
+    regs = host.registries()
+    assert len(rec.calls) == 2  # one call per providing plugin: the built-in pruners and 'third'
+    assert regs["pruner"].get("my-pruner").plugin == "third"  # entries still name their plugin
+
+
+def test_tryfirst_orders_third_party_registrations(host, capsys):
+    class First(Provider):
+        @hookimpl(tryfirst=True)
+        def register_pruners(self, register):
+            register("shared", RANDOM, summary="from first")
+
+    host.register(First(), name="first")
+    host.register(Provider("shared"), name="second")  # registered later: pluggy would call it first
+    regs = host.registries()
+    assert regs["pruner"].get("shared").summary == "from first"
+    assert "skipping plugin 'second'" in capsys.readouterr().err
+
+
+def test_hookcall_monitoring_and_tracing_see_provider_hooks(monkeypatch, capsys):
+    from pd_plugins.plugins import Host
+
+    monkeypatch.setenv("PD_TRACE_PLUGINS", "1")
+    h = Host(load_entrypoints=False)
+    seen = []
+    undo = h.pm.add_hookcall_monitoring(lambda name, impls, kwargs: seen.append(name), lambda *a: None)
+    h.registries()
+    undo()
+    assert "register_pruners" in seen and "register_models" in seen
+    assert "register_pruners" in capsys.readouterr().err
+
+
+def test_run_context_uses_the_run_host(host, tmp_path):
+    from pd_plugins.plugins import Host
+    from pd_plugins.runner import Run, RunConfig
+
+    built = []
+
+    def probe_net(channels, num_classes, im_size):
+        built.append((channels, num_classes, im_size))
+        import torch
+
+        return torch.nn.Linear(1, 1)
+
+    class Models:
+        @hookimpl
+        def register_models(self, register):
+            register("probe-net", probe_net)
+
+    own = Host(load_entrypoints=False)  # not the process host (the fixture installed another)
+    own.register(Models(), name="models")
+    run = Run(RunConfig(model="probe-net", distiller="none", evaluator="none", out=str(tmp_path / "r"),
+                        device="cpu"), host=own)
+    run.context("prune").make_model(1, 10, (8, 8))
+    assert built == [(1, 10, (8, 8))]
+    assert "probe-net" not in host.registries()["model"]

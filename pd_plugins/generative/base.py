@@ -119,9 +119,7 @@ def generator_options(name: str, values: Optional[dict]) -> tuple[type, object]:
     """Generator class ``name`` from the registry and its options from ``values`` (unknown keys ignored)."""
     import dataclasses
 
-    from ..plugins import registries
-
-    cls = registries()["generator"].load(name)
+    cls = ctx.registry("generator").load(name)
     fields = {f.name for f in dataclasses.fields(cls.Options)}
     return cls, cls.resolve_options({k: v for k, v in (values or {}).items() if k in fields and v is not None})
 
