@@ -570,11 +570,17 @@ def sweep_cmd(sweep_file, out, workers, executor, threads, as_json, no_progress)
 
 @cli.command("report")
 @click.argument("sweep_dir", type=click.Path(file_okay=False))
-def report_cmd(sweep_dir):
+@click.option("--evaluator", default=None, help="report the cells' re-evaluations with this evaluator (pd-run eval RUN --evaluator).")
+@click.option("-E", "--evaluator-option", "evaluator_option", multiple=True, metavar="KEY=VALUE",
+              help="report the cells' re-evaluations with this option (pd-run eval RUN -E KEY=VALUE).")
+def report_cmd(sweep_dir, evaluator, evaluator_option):
     """Tables (Markdown + CSV), plots and Welch's t-tests over a sweep directory."""
     from .experiments.report import write_report
+    from .options import parse_key_values
 
-    rep = write_report(sweep_dir)
+    options = parse_key_values(evaluator_option, flag="--evaluator-option")
+    selector = {"evaluator": evaluator, "options": options} if evaluator or options else None
+    rep = write_report(sweep_dir, selector)
     click.echo((Path(rep["dir"]) / "report.md").read_text())
     click.echo(f"wrote {rep['dir']}: report.md, report.csv, cells.csv" + "".join(f", {Path(p).name}" for p in rep["plots"]))
 
