@@ -2,6 +2,7 @@
 
     python docs/reproduction.py                      # run missing cells, then write the report
     python docs/reproduction.py --report-only        # only rewrite the report from finished cells
+    python docs/reproduction.py --evaluations-only   # only re-evaluate finished cells (plan `evaluations`), then report
     python docs/reproduction.py --only moser_dm      # run one study (the report covers all)
 
 The plan (``docs/reproduction.yaml``) names studies; each study is an ordinary ``pd-run sweep``
@@ -510,11 +511,18 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=1, help="torch threads per cell")
     ap.add_argument("--only", nargs="*", help="run only these studies (the report still covers all)")
     ap.add_argument("--report-only", action="store_true")
+    ap.add_argument("--evaluations-only", action="store_true",
+                    help="run no sweep: only the plan's re-evaluations of finished cells (with --only: of these studies)")
     ap.add_argument("--out", default=str(DOCS / "reproduction.md"))
     args = ap.parse_args(argv)
     plan = load_plan(Path(args.plan))
     runs = Path(args.runs)
-    if not args.report_only:
+    if args.evaluations_only:
+        import torch
+
+        torch.set_num_threads(args.threads)
+        run_evaluations(plan, runs, args.only)
+    elif not args.report_only:
         run_plan(plan, runs, Path(args.data), workers=args.workers, threads=args.threads, only=args.only)
     out = Path(args.out)
     rep = write_report(plan, runs, out, out.parent / out.stem)  # plots and runs.jsonl beside the report

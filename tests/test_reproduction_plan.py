@@ -95,6 +95,12 @@ def test_tiny_plan_runs_and_writes_the_report(repro, tmp_path, monkeypatch):
         [variant] = list_variants(tmp_path / "runs" / r["dir"])
         assert variant["options"]["epochs"] == 3 and variant["options"]["batch"] == 64  # the cell's other options
     assert "## Re-evaluations" in text and "| c1 | digits | short |" in text and "| c1_short | test | digits |" in text
+    gone = next((tmp_path / "runs" / rows[0]["dir"] / "evals").iterdir())
+    gone.unlink()
+    sweep_before = (tmp_path / "runs" / "prune" / "digits" / "sweep.json").read_text()
+    assert repro.main(["--plan", str(plan_path), "--runs", str(tmp_path / "runs"), "--evaluations-only",
+                       "--out", str(out_md)]) == 0
+    assert gone.exists() and (tmp_path / "runs" / "prune" / "digits" / "sweep.json").read_text() == sweep_before
     # a rerun skips every finished cell
     assert repro.main(["--plan", str(plan_path), "--runs", str(tmp_path / "runs"), "--workers", "1",
                        "--out", str(out_md)]) == 0
