@@ -180,7 +180,7 @@ class StepEvaluator(Evaluator):
         passes, decay = step_schedule(self.options.epochs)
         return {"passes": passes, "decay_from_pass": decay}
 
-    def train_one(self, net, train, ctx, *, lr: float, model_name: str, augmenter, generator, desc: str):
+    def train_one(self, net, train, ctx, *, lr: float, augmenter, generator, desc: str):
         """Train ``net``; returns ``(network to test, final training loss)``."""
         opts = self.options
         passes, decay = step_schedule(opts.epochs)
@@ -202,7 +202,7 @@ class StepEvaluator(Evaluator):
             with ctx.fork_rng("eval-net", model_name, r):
                 net = ctx.make_model(train.channels, train.num_classes, train.im_size, name=model)
             tested, loss = self.train_one(
-                net, train, ctx, lr=rate, model_name=model_name, augmenter=aug,
+                net, train, ctx, lr=rate, augmenter=aug,
                 generator=ctx.generator("eval-train", model_name, r),
                 desc=f"eval {model_name} {r + 1}/{n_rep if repeat_index is None else '-'}",
             )
@@ -297,7 +297,7 @@ class GladEvaluator(StepEvaluator):
     def schedule(self) -> dict:
         return {"passes": self.options.epochs, "warmup_epochs": self.options.epochs // 2, "ema": True}
 
-    def train_one(self, net, train, ctx, *, lr: float, model_name: str, augmenter, generator, desc: str):
+    def train_one(self, net, train, ctx, *, lr: float, augmenter, generator, desc: str):
         from torch.optim.swa_utils import AveragedModel
 
         opts = self.options

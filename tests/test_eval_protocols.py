@@ -147,7 +147,7 @@ def test_glad_trains_e_epochs_on_one_optimiser_and_tests_the_ema(host, spy, monk
     ctx = _ctx()
     with ctx.fork_rng("eval-net", ctx.model, 0):
         net = ctx.make_model(1, 3, (8, 8))
-    tested, _ = ev.train_one(net, data, ctx, lr=0.5, model_name="convnet", augmenter=None,
+    tested, _ = ev.train_one(net, data, ctx, lr=0.5, augmenter=None,
                              generator=torch.Generator().manual_seed(0), desc="t")
     assert len(spy) == 6 and len({o for o, _, _ in spy}) == 1  # E epochs, no optimiser re-creation
     assert [lr for _, lr, _ in spy] == pytest.approx([0.5 * f for f in torch_glad_lrs(6)], rel=1e-6, abs=1e-12)
