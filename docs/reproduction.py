@@ -2,6 +2,7 @@
 
     python docs/reproduction.py                      # run missing cells, then write the report
     python docs/reproduction.py --report-only        # only rewrite the report from finished cells
+    python docs/reproduction.py --evaluations-only   # only re-evaluate finished cells (plan `evaluations`), then report
     python docs/reproduction.py --only moser_dm      # run one study (the report covers all)
 
 The plan (``docs/reproduction.yaml``) names studies; each study is an ordinary ``pd-run sweep``
@@ -77,6 +78,7 @@ def run_plan(plan: dict, runs: Path, data_dir: Path, *, workers: int, threads: i
     ca = plan.get("cross_arch")
     if ca and (not only or ca["study"] in only):
         run_cross_arch(ca, runs)
+    run_evaluations(plan, runs, only)
 
 
 def run_cross_arch(ca: dict, runs: Path) -> None:
@@ -91,6 +93,41 @@ def run_cross_arch(ca: dict, runs: Path) -> None:
             t0 = time.perf_counter()
             eval_run_dir(cdir, ca["models"], ca.get("repeats", 1))
             print(f"[{time.strftime('%H:%M:%S')}] cross-arch {cell['id']}: {time.perf_counter() - t0:.0f} s", flush=True)
+
+
+def evaluation_selector(plan: dict, name) -> dict | None:
+    """The selector of a plan's named re-evaluation (None: each run's own eval.json)."""
+    if name is None:
+        return None
+    spec = plan.get("evaluations", {}).get(name)
+    if spec is None:
+        raise SystemExit(f"unknown evaluation {name!r}; the plan defines: {', '.join(plan.get('evaluations', {})) or 'none'}")
+    return {"evaluator": spec.get("evaluator"), "options": spec.get("options") or {}}
+
+
+def run_evaluations(plan: dict, runs: Path, only=None) -> None:
+    """Re-evaluate every finished cell of the named studies (``pd-run eval RUN -E ...``); existing ones are kept."""
+    from pd_plugins.errors import PdPluginsError
+    from pd_plugins.experiments.reeval import evaluate_variant
+
+    for name, spec in (plan.get("evaluations") or {}).items():
+        for study in spec["studies"]:
+            if only and study not in only:
+                continue
+            for ds in plan["studies"][study]["datasets"]:
+                root = runs / study / ds
+                if not (root / "sweep.json").exists():
+                    continue
+                t0, done, skipped = time.perf_counter(), 0, []
+                for cell in load_summary(root)["cells"]:
+                    try:
+                        evaluate_variant(root / cell["dir"], evaluator=spec.get("evaluator"),
+                                         options=spec.get("options") or {}, reuse=True)
+                        done += 1
+                    except PdPluginsError as exc:  # e.g. a diverged cell without distill.pt
+                        skipped.append(f"{cell['id']}: {exc}")
+                print(f"[{time.strftime('%H:%M:%S')}] evaluation {name} {study}/{ds}: {done} cells in "
+                      f"{time.perf_counter() - t0:.0f} s" + (f"; skipped {skipped}" if skipped else ""), flush=True)
 
 
 # ----------------------------------------------------------------------------------------
@@ -111,14 +148,11 @@ def matches(row: dict, spec: dict) -> bool:
     return True
 
 
-def load_rows(runs: Path, study: str, dataset: str) -> list[dict]:
+def load_rows(runs: Path, study: str, dataset: str, evaluation: dict | None = None) -> list[dict]:
     root = runs / study / dataset
     if not (root / "sweep.json").exists():
         return []
-    try:
-        rows = collect(root)
-    except Exception:  # no finished cell yet
-        return []
+    rows = collect(root, evaluation, allow_empty=True)
     seconds = {c["id"]: c.get("seconds") for c in load_summary(root)["cells"]}
     for r in rows:
         r["dir"] = str((root / "cells" / r["cell"]).relative_to(runs))
@@ -179,8 +213,9 @@ def evaluate_claims(plan: dict, runs: Path) -> list[dict]:
     out = []
     for claim in plan["claims"]:
         spec = plan["studies"][claim["study"]]
+        selector = evaluation_selector(plan, claim.get("evaluation"))
         for ds in spec["datasets"]:
-            rows = load_rows(runs, claim["study"], ds)
+            rows = load_rows(runs, claim["study"], ds, selector)
             failed = failed_rows(runs, claim["study"], ds, sweeps[(claim["study"], ds)])
             arms = {}
             for arm in ("baseline", "variant"):
@@ -334,6 +369,29 @@ def _git_commit() -> str:
         return "unknown"
 
 
+def _delta(r: dict) -> str:
+    return f"{100 * r['delta']:+.2f}" if r.get("delta") is not None else "–"
+
+
+def reevaluation_section(plan: dict, results: list[dict]) -> list[str]:
+    """Claims re-checked under a re-evaluation (``evaluation`` + ``of`` in the plan), beside the original."""
+    pairs = [(r, o) for r in results if r["claim"].get("of") for o in results
+             if o["claim"]["id"] == r["claim"]["of"] and o["dataset"] == r["dataset"]]
+    if not pairs:
+        return []
+    L = ["## Re-evaluations", "",
+         "The same distilled sets evaluated again with other evaluator settings (`pd-run eval RUN -E KEY=VALUE`; "
+         "stored beside each run's own `eval.json` in `evals/<evaluator>-<hash>.json`, its networks seeded as in the "
+         "run's own evaluation). Plan evaluations: "
+         + "; ".join(f"`{k}` = {json.dumps(v, sort_keys=True)}" for k, v in plan.get("evaluations", {}).items()) + ".", "",
+         "| claim | dataset | evaluation | Δ, run's own evaluation (pp) | verdict | Δ, re-evaluated (pp) | verdict |",
+         "|---|---|---|---|---|---|---|"]
+    for r, o in pairs:
+        L.append(f"| {o['claim']['id']} | {r['dataset']} | {r['claim']['evaluation']} | {_delta(o)} | {o['verdict']} | "
+                 f"{_delta(r)} | {r['verdict']} |")
+    return L + [""]
+
+
 def write_report(plan: dict, runs: Path, out_md: Path, asset_dir: Path) -> dict:
     asset_dir.mkdir(parents=True, exist_ok=True)
     rel = asset_dir.name  # image links are relative to the report
@@ -402,6 +460,7 @@ def write_report(plan: dict, runs: Path, out_md: Path, asset_dir: Path) -> dict:
             line += " Not comparable on " + "; ".join(broken) + "."
         L.append(line)
     L.append("")
+    L += reevaluation_section(plan, results)
 
     if ca_rows:
         ca = plan["cross_arch"]
@@ -452,11 +511,18 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=1, help="torch threads per cell")
     ap.add_argument("--only", nargs="*", help="run only these studies (the report still covers all)")
     ap.add_argument("--report-only", action="store_true")
+    ap.add_argument("--evaluations-only", action="store_true",
+                    help="run no sweep: only the plan's re-evaluations of finished cells (with --only: of these studies)")
     ap.add_argument("--out", default=str(DOCS / "reproduction.md"))
     args = ap.parse_args(argv)
     plan = load_plan(Path(args.plan))
     runs = Path(args.runs)
-    if not args.report_only:
+    if args.evaluations_only:
+        import torch
+
+        torch.set_num_threads(args.threads)
+        run_evaluations(plan, runs, args.only)
+    elif not args.report_only:
         run_plan(plan, runs, Path(args.data), workers=args.workers, threads=args.threads, only=args.only)
     out = Path(args.out)
     rep = write_report(plan, runs, out, out.parent / out.stem)  # plots and runs.jsonl beside the report

@@ -302,6 +302,7 @@ def config_cmd(ctx, **params):
 
 IMPORT_FLAGS = ("images", "dataset", "data_root", "dataset_option", "model", "model_option", "evaluator",
                 "evaluator_option", "eval_repeats", "budget", "seed", "device", "out")
+VARIANT_FLAGS = ("evaluator", "evaluator_option", "eval_repeats")  # with RUN_DIR: a re-evaluation
 
 
 @cli.command("eval")
@@ -313,10 +314,11 @@ IMPORT_FLAGS = ("images", "dataset", "data_root", "dataset_option", "model", "mo
 @click.option("--dataset-option", "dataset_option", multiple=True, metavar="KEY=VALUE", help="with --images: dataset option.")
 @click.option("--model", default="convnet", show_default=True, help="with --images: evaluation backbone.")
 @click.option("--model-option", "model_option", multiple=True, metavar="KEY=VALUE", help="with --images: backbone option.")
-@click.option("--evaluator", default="dsa-step", show_default=True, help="with --images: evaluation protocol.")
+@click.option("--evaluator", default="dsa-step", show_default=True,
+              help="evaluation protocol; with RUN_DIR: re-evaluate the run's set with it (RUN_DIR/evals/).")
 @click.option("-E", "--evaluator-option", "evaluator_option", multiple=True, metavar="KEY=VALUE",
-              help="with --images: evaluator option.")
-@click.option("--eval-repeats", type=int, default=None, help="with --images: fresh networks trained.")
+              help="evaluator option; with RUN_DIR: re-evaluate with it, beside the run's own eval.json.")
+@click.option("--eval-repeats", type=int, default=None, help="fresh networks trained (with RUN_DIR: a re-evaluation).")
 @click.option("--budget", type=click.Choice(["auto", "paper", "quick"]), default="auto", show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:i].")
@@ -335,13 +337,20 @@ def eval_cmd(ctx, run_dir, overwrite, as_json, no_progress, traceback, models, r
 
     With --models/--repeats: a cross-architecture table (eval.json `cross_arch`, eval.md,
     eval.csv); finished (model, repeat) networks cached under RUN_DIR/eval/ are reused.
+
+    With --evaluator, -E or --eval-repeats: a re-evaluation of the run's set with those settings
+    (e.g. -E use_learned_lr=false), written to RUN_DIR/evals/<evaluator>-<hash>.json beside the
+    run's own eval.json, which stays as it is.
     """
     from click.core import ParameterSource
 
     ctx.meta["pd_traceback"] = traceback
+    variant = [k for k in VARIANT_FLAGS if ctx.get_parameter_source(k) not in (ParameterSource.DEFAULT, None)]
     if (models is not None or repeats is not None) and params["images"] is None:
         if run_dir is None:
             raise click.UsageError("--models/--repeats need a RUN_DIR")
+        if variant:
+            raise click.UsageError(f"--{variant[0].replace('_', '-')} does not combine with --models/--repeats")
         from .experiments.crosseval import eval_run_dir, markdown_table
         from .runner import load_run_config as _load
 
@@ -359,9 +368,13 @@ def eval_cmd(ctx, run_dir, overwrite, as_json, no_progress, traceback, models, r
         return
     if run_dir is None:
         raise click.UsageError("give a RUN_DIR, or --images PATH with --dataset")
-    given = [k for k in IMPORT_FLAGS if ctx.get_parameter_source(k) not in (ParameterSource.DEFAULT, None)]
+    given = [k for k in IMPORT_FLAGS if k not in VARIANT_FLAGS
+             and ctx.get_parameter_source(k) not in (ParameterSource.DEFAULT, None)]
     if given:
         raise click.UsageError(f"--{given[0].replace('_', '-')} applies to --images only; a run directory keeps its config")
+    if variant:
+        _print_summary(_reevaluate(run_dir, params, variant, overwrite, no_progress), as_json)
+        return
     cfg = load_run_config(run_dir)
     cfg.progress = not no_progress and sys.stderr.isatty()
     run = Run(cfg)
@@ -372,6 +385,27 @@ def eval_cmd(ctx, run_dir, overwrite, as_json, no_progress, traceback, models, r
 
         atomic_write_json(run.manifest_path, man)
     _print_summary(run.execute(), as_json)
+
+
+def _reevaluate(run_dir: str, params: dict, given: list, overwrite: bool, no_progress: bool) -> dict:
+    """`pd-run eval RUN_DIR -E ...`: a separate, fingerprinted evaluation of the run's set."""
+    from .experiments.reeval import evaluate_variant, read_evaluation, variant_path
+    from .options import parse_key_values
+
+    payload = evaluate_variant(
+        run_dir, evaluator=params["evaluator"] if "evaluator" in given else None,
+        options=parse_key_values(params["evaluator_option"], flag="--evaluator-option"),
+        eval_repeats=params["eval_repeats"], overwrite=overwrite, progress=not no_progress and sys.stderr.isatty())
+    res = payload["results"][0]
+    own = read_evaluation(run_dir)
+    summary = {"out": str(run_dir), "evaluation": str(variant_path(run_dir, payload["evaluator"], payload["fingerprint"])),
+               "evaluator": payload["evaluator"], "evaluated": payload["evaluated"], "model": res["model"],
+               "lr_used": res["options"].get("lr_used"), "acc_mean": res["mean"], "acc_std": res["std"],
+               "repeats": len(res["accs"])}
+    if own is not None:
+        summary["run_eval_acc_mean"] = own["results"][0]["mean"]
+        summary["run_eval_lr_used"] = own["results"][0]["options"].get("lr_used")
+    return summary
 
 
 def _eval_images(params: dict, overwrite: bool, no_progress: bool) -> dict:
@@ -541,11 +575,17 @@ def sweep_cmd(sweep_file, out, workers, executor, threads, as_json, no_progress)
 
 @cli.command("report")
 @click.argument("sweep_dir", type=PathParam("dir", "sweep directory"))
-def report_cmd(sweep_dir):
+@click.option("--evaluator", default=None, help="report the cells' re-evaluations with this evaluator (pd-run eval RUN --evaluator).")
+@click.option("-E", "--evaluator-option", "evaluator_option", multiple=True, metavar="KEY=VALUE",
+              help="report the cells' re-evaluations with this option (pd-run eval RUN -E KEY=VALUE).")
+def report_cmd(sweep_dir, evaluator, evaluator_option):
     """Tables (Markdown + CSV), plots and Welch's t-tests over a sweep directory."""
     from .experiments.report import write_report
+    from .options import parse_key_values
 
-    rep = write_report(sweep_dir)
+    options = parse_key_values(evaluator_option, flag="--evaluator-option")
+    selector = {"evaluator": evaluator, "options": options} if evaluator or options else None
+    rep = write_report(sweep_dir, selector)
     click.echo((Path(rep["dir"]) / "report.md").read_text())
     click.echo(f"wrote {rep['dir']}: report.md, report.csv, cells.csv" + "".join(f", {Path(p).name}" for p in rep["plots"]))
 

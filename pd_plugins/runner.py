@@ -259,7 +259,11 @@ class Run:
             distill_key["init_select"] = r["init_select"]
         if stage == "distill":
             return sha256_json(distill_key)
-        return sha256_json({"distill": distill_key, "evaluator": cfg.evaluator, "options": r["evaluator_options"]})
+        eval_key = {"distill": distill_key, "evaluator": cfg.evaluator, "options": r["evaluator_options"]}
+        revision = getattr(self.evaluator, "protocol_revision", 0)
+        if revision:  # a changed protocol makes results of the old code stale
+            eval_key["revision"] = revision
+        return sha256_json(eval_key)
 
     def _subset_hash(self) -> Optional[str]:
         if not self.cfg.subset:
@@ -490,20 +494,20 @@ class Run:
         save_image_grid(like.to_unit(images.detach().cpu().float()), self.out / "synthetic.png",
                         nrow=max(1, self.cfg.ipc) if images.shape[0] > self.cfg.ipc else 10)
 
+    def eval_inputs(self, pruned, distilled):
+        """``(train set, learned lr or None, what)`` an evaluation trains on: the distilled set, else the pruned one."""
+        train = self.data().train
+        if distilled is not None:
+            return distilled.as_dataset(train), distilled.lr, "distilled"
+        return pruned.apply(train), None, ("pruned" if self.pruner is not None or self.cfg.subset else "full")
+
     def run_eval(self, data_fp: str, pruned, distilled):
         fp = self.stage_fingerprint("eval", data_fp)
         path = self.out / ARTIFACTS["eval"]
         if self.stage_done("eval", fp):
             return read_json(path, "eval result")
         splits = self.data()
-        if distilled is not None:
-            train_set = distilled.as_dataset(splits.train)
-            lr = distilled.lr
-            what = "distilled"
-        else:
-            train_set = pruned.apply(splits.train)
-            lr = None
-            what = "pruned" if self.pruner is not None or self.cfg.subset else "full"
+        train_set, lr, what = self.eval_inputs(pruned, distilled)
         ctx = self.context("eval")
         result = self._call("evaluator", self.cfg.evaluator, self.evaluator.evaluate, train_set, splits.test, ctx, lr=lr)
         payload = {"evaluated": what, "train_size": len(train_set), "results": [result.to_json()],

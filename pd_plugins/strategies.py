@@ -113,7 +113,13 @@ class Distiller(Strategy):
 
 
 class Evaluator(Strategy):
-    """Trains fresh networks on a set and tests them: ``evaluate(train, test, ctx, lr=None)``."""
+    """Trains fresh networks on a set and tests them: ``evaluate(train, test, ctx, lr=None)``.
+
+    ``protocol_revision``: raise it when the protocol's code changes what it computes for the
+    same options; it enters the evaluation's fingerprint, so older results count as stale.
+    """
+
+    protocol_revision: ClassVar[int] = 0
 
     @classmethod
     def kind(cls) -> str:

@@ -456,7 +456,7 @@ def test_export_target_of_the_wrong_kind(host, spots, finished_run, args, spot, 
 def test_report_folder_that_is_a_file(host, spots, monkeypatch):
     from pd_plugins.experiments import report
 
-    monkeypatch.setattr(report, "collect", lambda root: [])  # the report folder is checked before any row is used
+    monkeypatch.setattr(report, "collect", lambda root, evaluation=None: [])  # the report folder is checked before any row is used
     (spots["dir"] / "report").write_text("a file")
     with pytest.raises(DataError, match="report directory .* is a file, not a folder"):
         report.write_report(spots["dir"])

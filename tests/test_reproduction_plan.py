@@ -66,7 +66,11 @@ def test_tiny_plan_runs_and_writes_the_report(repro, tmp_path, monkeypatch):
                   "evaluator_options": {"epochs": 10, "batch": 64}},
         "studies": {"prune": {"datasets": ["digits"], "grid": {"pruner": ["none", "random"], "keep": [0.5]}}},
         "claims": [{"id": "c1", "study": "prune", "source": "test", "title": "random beats none",
-                    "baseline": {"pruner": "none"}, "variant": {"pruner": "random"}, "expect": "higher"}],
+                    "baseline": {"pruner": "none"}, "variant": {"pruner": "random"}, "expect": "higher"},
+                   {"id": "c1_short", "of": "c1", "evaluation": "short", "study": "prune", "source": "test",
+                    "title": "random beats none (3 epochs)", "baseline": {"pruner": "none"},
+                    "variant": {"pruner": "random"}, "expect": "higher"}],
+        "evaluations": {"short": {"studies": ["prune"], "options": {"epochs": 3}}},
         "cross_arch": {"study": "prune", "dataset": "digits", "models": ["convnet", "alexnet"], "repeats": 1},
     }))
     out_md = tmp_path / "docs" / "reproduction.md"
@@ -84,8 +88,35 @@ def test_tiny_plan_runs_and_writes_the_report(repro, tmp_path, monkeypatch):
         cfg = json.loads((tmp_path / "runs" / r["dir"] / "config.json").read_text())
         assert cfg == r["config"]
         assert f"`{r['dir']}`" in text
+    # the re-evaluation: one per cell beside its eval.json, and its claim set beside the original
+    from pd_plugins.experiments.reeval import list_variants
+
+    for r in rows:
+        [variant] = list_variants(tmp_path / "runs" / r["dir"])
+        assert variant["options"]["epochs"] == 3 and variant["options"]["batch"] == 64  # the cell's other options
+    assert "## Re-evaluations" in text and "| c1 | digits | short |" in text and "| c1_short | test | digits |" in text
+    gone = next((tmp_path / "runs" / rows[0]["dir"] / "evals").iterdir())
+    gone.unlink()
+    sweep_before = (tmp_path / "runs" / "prune" / "digits" / "sweep.json").read_text()
+    assert repro.main(["--plan", str(plan_path), "--runs", str(tmp_path / "runs"), "--evaluations-only",
+                       "--out", str(out_md)]) == 0
+    assert gone.exists() and (tmp_path / "runs" / "prune" / "digits" / "sweep.json").read_text() == sweep_before
     # a rerun skips every finished cell
     assert repro.main(["--plan", str(plan_path), "--runs", str(tmp_path / "runs"), "--workers", "1",
                        "--out", str(out_md)]) == 0
     summary = json.loads((tmp_path / "runs" / "prune" / "digits" / "sweep.json").read_text())
     assert summary["counts"] == {"skipped": 4}
+
+
+def test_fixed_lr_claims_recheck_the_mtt_claims(repro):
+    """Every fixed-lr claim repeats an MTT claim's arms under a re-evaluation the plan defines for its study."""
+    plan = repro.load_plan(ROOT / "docs" / "reproduction.yaml")
+    claims = {c["id"]: c for c in plan["claims"]}
+    rechecks = [c for c in plan["claims"] if c.get("evaluation")]
+    assert {c["of"] for c in rechecks} == {"moser_mtt", "sundar_window_low", "sundar_window_high", "sundar_init"}
+    for c in rechecks:
+        spec = plan["evaluations"][c["evaluation"]]
+        assert spec["options"] == {"use_learned_lr": False} and c["study"] in spec["studies"]
+        orig = claims[c["of"]]
+        assert (c["study"], c["baseline"], c["variant"]) == (orig["study"], orig["baseline"], orig["variant"])
+    assert repro.evaluation_selector(plan, "fixed_lr") == {"evaluator": None, "options": {"use_learned_lr": False}}

@@ -21,7 +21,7 @@ from ..io import atomic_write_json, atomic_write_text, read_json
 from ..types import sha256_json
 
 
-def _stage_results(run):
+def finished_stages(run):
     """The run's pruned and distilled results; both stages must be finished."""
     data_fp = run.data().train.fingerprint()
     needed = ["prune"] + (["distill"] if run.distiller is not None else [])
@@ -61,13 +61,9 @@ def cross_eval(run, models: Sequence[str], repeats: Union[int, Mapping[str, int]
         raise OptionsError("--models needs at least one model name")
     models = [run.regs["model"].get(m).name for m in models]  # unknown names fail here, with a hint
     counts = {run.regs["model"].get(m).name: n for m, n in counts.items()}
-    data_fp, pruned, distilled = _stage_results(run)
+    data_fp, pruned, distilled = finished_stages(run)
     splits = run.data()
-    if distilled is not None:
-        train_set, lr, what = distilled.as_dataset(splits.train), distilled.lr, "distilled"
-    else:
-        train_set, lr = pruned.apply(splits.train), None
-        what = "pruned" if run.pruner is not None or run.cfg.subset else "full"
+    train_set, lr, what = run.eval_inputs(pruned, distilled)
     eval_fp = run.stage_fingerprint("eval", data_fp)
     cache = run.out / "eval"
     per_model = {}
@@ -148,10 +144,6 @@ def csv_table(cross: dict) -> str:
 def eval_run_dir(run_dir, models: Sequence[str], repeats: Union[int, Mapping[str, int]], *, overwrite: bool = False,
                  progress: bool = False) -> dict:
     """Load a run directory and cross-evaluate it (the body of ``pd-run eval --models``)."""
-    from ..runner import Run, load_run_config
+    from .reeval import load_run
 
-    if not (Path(run_dir) / "config.json").exists():
-        raise DataError(f"{run_dir} is not a run directory (no config.json)")
-    cfg = load_run_config(run_dir)
-    cfg.out, cfg.progress = str(run_dir), progress
-    return cross_eval(Run(cfg), models, repeats, overwrite=overwrite)
+    return cross_eval(load_run(run_dir, progress=progress), models, repeats, overwrite=overwrite)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import io as _io
 import json
+import re
 import statistics
 from pathlib import Path
 from typing import Any, Optional
@@ -19,22 +20,30 @@ from typing import Any, Optional
 from ..errors import DataError
 from ..io import atomic_path, atomic_write_text, read_json
 from ..paths import expect_output_dir
+from .reeval import read_evaluation, selector_label
 from .sweep import load_summary
 
 GROUP_FIELDS = ("dataset", "distiller", "ipc", "pruner", "keep", "window")
 
 
-def collect(sweep_dir) -> list[dict]:
-    """One row per finished cell: its settings, accuracy and (when present) unseen-architecture mean."""
+def collect(sweep_dir, evaluation: Optional[dict] = None, *, allow_empty: bool = False) -> list[dict]:
+    """One row per finished cell: its settings, accuracy and (when present) unseen-architecture mean.
+
+    ``evaluation`` selects a re-evaluation (``pd-run eval RUN -E ...``) instead of each run's own
+    ``eval.json``: ``{"evaluator": NAME, "options": {KEY: VALUE}}`` (see :func:`.reeval.read_evaluation`).
+    No finished cell is an error unless ``allow_empty``.
+    """
     root = Path(sweep_dir)
     summary = load_summary(root)
     rows = []
     for cell in summary["cells"]:
         cdir = root / cell["dir"]
-        if not (cdir / "eval.json").exists() or not (cdir / "config.json").exists():
+        if not (cdir / "config.json").exists():
+            continue
+        ev = read_evaluation(cdir, evaluation)
+        if ev is None:
             continue
         cfg = read_json(cdir / "config.json", "config")
-        ev = read_json(cdir / "eval.json", "eval result")
         res = ev["results"][0]
         popts = cfg["resolved"].get("pruner_options") or {}
         window = popts.get("window")
@@ -47,8 +56,9 @@ def collect(sweep_dir) -> list[dict]:
             "other": other_axes(cell["axes"]),
         }
         rows.append(row)
-    if not rows:
-        raise DataError(f"{sweep_dir}: no finished cells with eval.json to report")
+    if not rows and not allow_empty:
+        what = "eval.json" if evaluation is None else f"an evaluation matching {selector_label(evaluation)}"
+        raise DataError(f"{sweep_dir}: no finished cells with {what} to report")
     return rows
 
 
@@ -234,16 +244,21 @@ def plot_bars(groups: list[dict], path: Path) -> Optional[Path]:
     return path
 
 
-def write_report(sweep_dir) -> dict:
-    """Write report.md, report.csv, cells.csv and the PNG plots into ``SWEEP_DIR/report``."""
+def write_report(sweep_dir, evaluation: Optional[dict] = None) -> dict:
+    """Write report.md, report.csv, cells.csv and the PNG plots into ``SWEEP_DIR/report`` (for a selected
+    re-evaluation: ``SWEEP_DIR/report-<selector>``)."""
     root = Path(sweep_dir)
-    rows = collect(root)
+    rows = collect(root, evaluation)
     groups = aggregate(rows)
-    out = expect_output_dir(root / "report", "report directory")
+    name = "report" if evaluation is None else "report-" + re.sub(r"[^A-Za-z0-9.=-]+", "_", selector_label(evaluation))
+    out = expect_output_dir(root / name, "report directory")
     out.mkdir(parents=True, exist_ok=True)
     plots = [p for p in (plot_keep(groups, out / "acc_vs_keep.png"), plot_window(groups, out / "el2n_window.png"),
                          plot_bars(groups, out / "pruned_vs_unpruned.png")) if p is not None]
-    md = [f"# Sweep report: {root.name}", "", f"{len(rows)} finished cells, {len(groups)} settings. Accuracy = mean ± std "
+    md = [f"# Sweep report: {root.name}", "",
+          "Evaluation: " + (f"the re-evaluation {selector_label(evaluation)}" if evaluation else "each run's own eval.json")
+          + ".", "",
+          f"{len(rows)} finished cells, {len(groups)} settings. Accuracy = mean ± std "
           "over seeds (%); Δ and Welch's t-test against the unpruned setting of the same dataset/distiller/ipc.", "",
           markdown(groups), ""] + [f"![{p.stem}]({p.name})" for p in plots]
     atomic_write_text(out / "report.md", "\n".join(md) + "\n")

@@ -115,16 +115,21 @@ def class_real_images(init_pool: ImageDataset, ipc: int, generator: torch.Genera
     return initial_images(init_pool, ipc, "real", generator, "cpu")
 
 
-def generator_options(name: str, values: Optional[dict]) -> tuple[type, object]:
-    """Generator class ``name`` from the registry and its options from ``values`` (unknown keys ignored)."""
+def generator_options(name: str, values: Optional[dict], registry=None) -> tuple[type, object]:
+    """Generator class ``name`` from ``registry`` (default: the process host's) and its options from
+    ``values`` (unknown keys ignored)."""
     import dataclasses
 
-    cls = ctx.registry("generator").load(name)
+    if registry is None:
+        from ..plugins import registries
+
+        registry = registries()["generator"]
+    cls = registry.load(name)
     fields = {f.name for f in dataclasses.fields(cls.Options)}
     return cls, cls.resolve_options({k: v for k, v in (values or {}).items() if k in fields and v is not None})
 
 
 def make_generator(name: str, values: Optional[dict], data: ImageDataset, ctx: RunContext) -> Generator:
     """Build generator ``name`` from the registry with option ``values`` (unknown keys ignored)."""
-    cls, opts = generator_options(name, values)
+    cls, opts = generator_options(name, values, ctx.registry("generator"))
     return cls(opts, data, ctx)
