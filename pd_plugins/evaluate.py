@@ -41,8 +41,13 @@ def accuracy(net: torch.nn.Module, data: ImageDataset, device: str, batch: int =
 
 
 def train_network(net, train: ImageDataset, ctx, *, epochs: int, lr: float, momentum: float, weight_decay: float,
-                  batch: int, decay_epoch: Optional[int], augmenter, generator: torch.Generator, desc: str = "train"):
-    """Train ``net`` on ``train`` with the step schedule; returns the final training loss."""
+                  batch: int, decay_epoch: Optional[int], augmenter, generator: torch.Generator, desc: str = "train",
+                  on_batch=None):
+    """Train ``net`` on ``train`` with the step schedule; returns the final training loss.
+
+    ``on_batch(positions, logits, labels)``, when given, sees every training batch's logits before
+    its update (e.g. to count forgetting events).
+    """
     device = ctx.device
     x_all = train.images(None, device)
     y_all = train.labels.to(device)
@@ -64,6 +69,8 @@ def train_network(net, train: ImageDataset, ctx, *, epochs: int, lr: float, mome
             if augmenter is not None:
                 x = augmenter(x, generator)
             logits = accel.forward(net, x, ctx)
+            if on_batch is not None:
+                on_batch(idx, logits.detach(), y)
             loss = soft_cross_entropy(logits.float(), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -86,13 +93,14 @@ class TrainRecipe:
     augment: bool = True
 
     def train(self, net, data: ImageDataset, ctx, generator: torch.Generator, *, augmenter=None,
-              epochs: Optional[int] = None, desc: str = "train") -> float:
+              epochs: Optional[int] = None, desc: str = "train", on_batch=None) -> float:
         """Train ``net`` on ``data`` for ``epochs`` (default: the recipe's); returns the final loss."""
         if augmenter is None and self.augment:
             augmenter = ctx.make_augmenter(data)
         return train_network(net, data, ctx, epochs=self.epochs if epochs is None else epochs, lr=self.lr,
                              momentum=self.momentum, weight_decay=self.weight_decay, batch=self.batch,
-                             decay_epoch=None, augmenter=augmenter, generator=generator, desc=desc)
+                             decay_epoch=None, augmenter=augmenter, generator=generator, desc=desc,
+                             on_batch=on_batch)
 
 
 class StepEvaluator(Evaluator):
