@@ -429,7 +429,8 @@ class Run:
         if self.stage_done("distill", fp):
             saved = safe_torch_load(path, "distill result")
             return DistillResult(**{k: saved[k] for k in ("images", "labels", "ipc", "distiller", "options", "lr",
-                                                           "latents", "generator", "history", "source", "meta")})
+                                                           "latents", "generator", "history", "source", "meta")},
+                                 zca=saved.get("zca"))
         pruned_set = pruned.apply(train)
         if self.cfg.mode == "pool":
             data, init_pool = pruned_set, pruned_set
@@ -447,17 +448,19 @@ class Run:
             "images": result.images.detach().cpu(), "labels": result.labels.detach().cpu(), "ipc": result.ipc,
             "distiller": result.distiller, "options": result.options, "lr": result.lr, "latents": result.latents,
             "generator": result.generator, "history": result.history, "source": result.source, "meta": result.meta,
-            "fingerprint": fp,
+            "zca": result.zca, "fingerprint": fp,
         }, path)
-        self._save_grid(result.images, train)
+        self._save_grid(result.images, train, result.zca)
         self._mark_done("distill", fp)
         self.host.pm.hook.on_stage_end(stage="distill", result=result, context=ctx)
         return result
 
-    def _save_grid(self, images, like) -> None:
+    def _save_grid(self, images, like, zca=None) -> None:
+        """synthetic.png at pixel scale (ZCA-space sets are un-whitened for viewing)."""
         from .viz import save_image_grid
+        from .zca import unit_images
 
-        save_image_grid(like.to_unit(images.detach().cpu().float()), self.out / "synthetic.png",
+        save_image_grid(unit_images(images, like, zca), self.out / "synthetic.png",
                         nrow=max(1, self.cfg.ipc) if images.shape[0] > self.cfg.ipc else 10)
 
     def run_eval(self, data_fp: str, pruned, distilled):
@@ -475,7 +478,10 @@ class Run:
             lr = None
             what = "pruned" if self.pruner is not None or self.cfg.subset else "full"
         ctx = self.context("eval")
-        result = self._call("evaluator", self.cfg.evaluator, self.evaluator.evaluate, train_set, splits.test, ctx, lr=lr)
+        from .zca import in_set_space
+
+        test = in_set_space(splits.test, distilled.zca if distilled is not None else None)
+        result = self._call("evaluator", self.cfg.evaluator, self.evaluator.evaluate, train_set, test, ctx, lr=lr)
         payload = {"evaluated": what, "train_size": len(train_set), "results": [result.to_json()],
                    "fingerprint": fp}
         atomic_write_json(path, payload)

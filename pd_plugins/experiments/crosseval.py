@@ -68,6 +68,9 @@ def cross_eval(run, models: Sequence[str], repeats: Union[int, Mapping[str, int]
     else:
         train_set, lr = pruned.apply(splits.train), None
         what = "pruned" if run.pruner is not None or run.cfg.subset else "full"
+    from ..zca import in_set_space
+
+    test = in_set_space(splits.test, distilled.zca if distilled is not None else None)
     eval_fp = run.stage_fingerprint("eval", data_fp)
     cache = run.out / "eval"
     per_model = {}
@@ -79,7 +82,7 @@ def cross_eval(run, models: Sequence[str], repeats: Union[int, Mapping[str, int]
             if path.exists() and not overwrite and read_json(path, "cached evaluation").get("key") == key:
                 item = read_json(path, "cached evaluation")
             else:
-                res = _one_repeat(run, train_set, splits.test, lr, model, r)
+                res = _one_repeat(run, train_set, test, lr, model, r)
                 item = {"key": key, "model": model, "repeat": r, "acc": res.accs[0], "result": res.to_json()}
                 atomic_write_json(path, item)
             accs.append(float(item["acc"]))
