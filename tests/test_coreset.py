@@ -174,3 +174,21 @@ def test_coreset_runs_beat_chance_on_digits(host, tmp_path, name):
     cfg = RunConfig(distiller=name, ipc=10, evaluator_options={"epochs": 100}, eval_repeats=1,
                     out=str(tmp_path / name), progress=False, device="cpu")
     assert Run(cfg, host=host).execute()["acc_mean"] > 0.6
+
+
+def test_table1_has_the_coreset_rows():
+    import importlib.util
+    from pathlib import Path
+
+    from pd_plugins.runner import RunConfig
+
+    spec = importlib.util.spec_from_file_location("table1", Path(__file__).resolve().parents[1] / "baselines" / "table1.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    base = {"dataset": "digits", "distiller": "dm", "ipc": 2, "distiller_options": {"iterations": 3}, "mode": "init"}
+    rows = mod.coreset_configs(base, {"epochs": 4})
+    assert set(rows) == {"herding", "k-center", "forgetting"}
+    for name, cfg in rows.items():
+        assert cfg["distiller"] == name and cfg["distiller_options"] == {"epochs": 4}
+        assert cfg["ipc"] == 2 and cfg["pruner"] == "none" and cfg["mode"] == "pool"
+        RunConfig.from_dict(cfg)
