@@ -9,6 +9,9 @@ Columns (one run directory each, under --out):
   distill-only  the distiller on the full training set
   prune-distill the pruner's subset seeds the distiller (--mode, default `init` as in Sundar et al.)
   full          the whole training set, no distiller
+  herding, k-center, forgetting
+                coreset baselines (algorithms.md 2.7): ipc real images per class selected by the
+                distiller of that name on the full set (-C KEY=VALUE sets their network options)
 Per-class keep for the subset columns is ipc / (smallest class size), so every class keeps
 at least ipc images (exactly ipc on balanced data); a window pruner's window [lo, hi) becomes
 [lo, lo + ipc/n_c), its lower edge. With `--mode init` the prune-distill column starts from the
@@ -29,6 +32,7 @@ from pd_plugins.options import parse_key_values
 from pd_plugins.runner import Run, RunConfig
 
 SUBSET_KEYS = ("distiller", "distiller_options", "mode")
+CORESETS = ("herding", "k-center", "forgetting")
 
 
 def ipc_selection(pruner: str, pruner_options: dict, subset_keep: float, budget=None) -> dict:
@@ -69,6 +73,13 @@ def column_configs(base: dict, pruner: str, pruner_options: dict, prune_keep, mo
     }
 
 
+def coreset_configs(base: dict, coreset_options: dict) -> dict:
+    """The coreset baseline rows: each coreset distiller on the full set at the row's ipc."""
+    real = {k: v for k, v in base.items() if k not in SUBSET_KEYS}
+    return {name: {**real, "pruner": "none", "keep": None, "mode": "pool", "distiller": name,
+                   "distiller_options": dict(coreset_options)} for name in CORESETS}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--config", required=True, help="distiller paper/CPU config (baselines/configs/<distiller>/...)")
@@ -81,7 +92,9 @@ def main(argv=None) -> int:
     ap.add_argument("--dataset", default=None)
     ap.add_argument("--data-root", default=None)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--columns", default="random,prune-only,distill-only,prune-distill,full")
+    ap.add_argument("-C", "--coreset-option", action="append", default=[], metavar="KEY=VALUE",
+                    help="option of the coreset rows' network (e.g. epochs=20)")
+    ap.add_argument("--columns", default="random,herding,k-center,forgetting,prune-only,distill-only,prune-distill,full")
     ap.add_argument("--out", required=True)
     args = ap.parse_args(argv)
     if args.mode == "init" and args.prune_keep is not None:
@@ -97,6 +110,7 @@ def main(argv=None) -> int:
     popts = parse_key_values(args.pruner_option, flag="-P")
     subset = ipc_selection(args.pruner, popts, subset_keep, base.get("budget"))
     configs = column_configs(base, args.pruner, popts, args.prune_keep, args.mode, subset_keep, subset)
+    configs.update(coreset_configs(base, parse_key_values(args.coreset_option, flag="-C")))
     rows = []
     for name in args.columns.split(","):
         cfg = RunConfig.from_dict({**configs[name], "out": str(Path(args.out) / name)})

@@ -54,12 +54,15 @@ def accuracy(net: torch.nn.Module, data: ImageDataset, device: str, batch: int =
 
 def train_network(net, train: ImageDataset, ctx, *, epochs: int, lr: float, momentum: float, weight_decay: float,
                   batch: int, decay_epoch: Optional[int], augmenter, generator: torch.Generator, desc: str = "train",
-                  lr_factor: Optional[Callable[[int], float]] = None, after_epoch: Optional[Callable[[], None]] = None):
+                  lr_factor: Optional[Callable[[int], float]] = None, after_epoch: Optional[Callable[[], None]] = None,
+                  on_batch=None):
     """Train ``net`` on ``train`` for ``epochs`` passes; returns the final training loss.
 
     ``decay_epoch``: the first (0-based) pass at ``lr * 0.1``, with the optimiser re-created.
     ``lr_factor(epoch)``: the lr of each pass is ``lr * lr_factor(epoch)`` (momentum kept), as a
     per-epoch torch LR scheduler sets it. ``after_epoch`` runs after every pass (e.g. an EMA update).
+    ``on_batch(positions, logits, labels)``, when given, sees every training batch's logits before
+    its update (e.g. to count forgetting events).
     """
     device = ctx.device
     x_all = train.images(None, device)
@@ -85,6 +88,8 @@ def train_network(net, train: ImageDataset, ctx, *, epochs: int, lr: float, mome
             if augmenter is not None:
                 x = augmenter(x, generator)
             logits = accel.forward(net, x, ctx)
+            if on_batch is not None:
+                on_batch(idx, logits.detach(), y)
             loss = soft_cross_entropy(logits.float(), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -109,13 +114,14 @@ class TrainRecipe:
     augment: bool = True
 
     def train(self, net, data: ImageDataset, ctx, generator: torch.Generator, *, augmenter=None,
-              epochs: Optional[int] = None, desc: str = "train") -> float:
+              epochs: Optional[int] = None, desc: str = "train", on_batch=None) -> float:
         """Train ``net`` on ``data`` for ``epochs`` (default: the recipe's); returns the final loss."""
         if augmenter is None and self.augment:
             augmenter = ctx.make_augmenter(data)
         return train_network(net, data, ctx, epochs=self.epochs if epochs is None else epochs, lr=self.lr,
                              momentum=self.momentum, weight_decay=self.weight_decay, batch=self.batch,
-                             decay_epoch=None, augmenter=augmenter, generator=generator, desc=desc)
+                             decay_epoch=None, augmenter=augmenter, generator=generator, desc=desc,
+                             on_batch=on_batch)
 
 
 def step_schedule(epochs: int) -> tuple[int, int]:

@@ -30,9 +30,10 @@ def flat_params(net: torch.nn.Module) -> torch.Tensor:
     return torch.cat([p.detach().reshape(-1).float().cpu() for p in net.parameters()])
 
 
-def expert_key(data: ImageDataset, ctx: RunContext, recipe: ExpertRecipe) -> dict:
-    """Everything an expert trajectory depends on."""
+def expert_key(data: ImageDataset, ctx: RunContext, recipe: ExpertRecipe, zca=None) -> dict:
+    """Everything an expert trajectory depends on (``zca``: the transform ``data`` was whitened with)."""
     return {
+        **({"zca": zca.identity()} if zca is not None else {}),
         "data": data.fingerprint(), "size": len(data), "model": ctx.model, "model_options": ctx.model_options,
         "channels": data.channels, "num_classes": data.num_classes, "im_size": list(data.im_size),
         "optimiser": {"name": "sgd", "lr": recipe.lr, "momentum": recipe.momentum,
@@ -42,10 +43,10 @@ def expert_key(data: ImageDataset, ctx: RunContext, recipe: ExpertRecipe) -> dic
     }
 
 
-def expert_dir(data: ImageDataset, ctx: RunContext, recipe: ExpertRecipe) -> Path:
+def expert_dir(data: ImageDataset, ctx: RunContext, recipe: ExpertRecipe, zca=None) -> Path:
     if ctx.cache_dir is None:
         raise OptionsError("expert trajectories need a cache directory (RunContext.cache_dir / PD_CACHE_DIR)")
-    return Path(ctx.cache_dir) / "experts" / sha256_json(expert_key(data, ctx, recipe))[:24]
+    return Path(ctx.cache_dir) / "experts" / sha256_json(expert_key(data, ctx, recipe, zca))[:24]
 
 
 def expert_path(directory: Path, i: int) -> Path:
@@ -66,8 +67,12 @@ def train_expert(data: ImageDataset, ctx: RunContext, recipe: ExpertRecipe, i: i
     return torch.stack(trajectory)
 
 
-def ensure_experts(data: ImageDataset, ctx: RunContext, recipe: ExpertRecipe, n: int) -> tuple[Path, int]:
-    """Make sure experts ``0..n-1`` exist in the cache; returns the directory and how many were trained."""
+def ensure_experts(data: ImageDataset, ctx: RunContext, recipe: ExpertRecipe, n: int, zca=None) -> tuple[Path, int]:
+    """Make sure experts ``0..n-1`` exist in the cache; returns the directory and how many were trained.
+
+    ``zca`` is the :class:`pd_plugins.zca.ZCA` that ``data`` was whitened with (``ZCA.apply``); it is
+    part of the cache key, so experts of different ZCA settings never mix.
+    """
     from .io import atomic_torch_save, atomic_write_json
 
     if recipe.momentum != 0.0 and recipe.epochs > 1:
@@ -76,9 +81,9 @@ def ensure_experts(data: ImageDataset, ctx: RunContext, recipe: ExpertRecipe, n:
         raise DataError("cannot train experts on an empty set")
     # a fixed stage name: the CLI command and the distiller produce the same experts
     ectx = replace(ctx, stage="experts")
-    directory = expert_dir(data, ectx, recipe)
+    directory = expert_dir(data, ectx, recipe, zca)
     directory.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(directory / "key.json", expert_key(data, ectx, recipe))
+    atomic_write_json(directory / "key.json", expert_key(data, ectx, recipe, zca))
     trained = 0
     for i in ctx.progress(range(n), total=n, desc="experts"):
         path = expert_path(directory, i)

@@ -11,6 +11,10 @@ A distilled set leaves or enters pd_plugins as one of
   ``class_names`` and ``syn_lr`` when there is one; loads with ``weights_only=True``;
 * ``safetensors`` -- the same tensors, the rest as string metadata.
 
+A set distilled in ZCA space (``mtt`` with ``zca=true``) carries its transform: ``zca_mean``
+(D,) and ``zca_matrix`` (D, D) tensors plus ``zca_eps``; readers re-apply it to the test set.
+An imagefolder cannot hold ZCA-space values, so such a set exports as pt or safetensors only.
+
 A pruned subset leaves as CSV/JSON of source indices, labels and scores and enters
 through :mod:`pd_plugins.subset`. Every output is staged next to its target and renamed
 into place, so a failure leaves nothing behind. torch is imported inside functions only.
@@ -48,18 +52,20 @@ class SyntheticSet:
     std: tuple[float, ...]
     class_names: tuple[str, ...] = ()
     lr: Optional[float] = None
+    zca: Optional[dict] = None  # ZCA state (pd_plugins.zca) when the images live in ZCA space
 
     @property
     def soft(self) -> bool:
         return self.labels.dim() == 2
 
     def as_dataset(self, like):
-        """An :class:`ImageDataset` for training, checked against and normalised like ``like``."""
+        """An :class:`ImageDataset` for training, checked against and normalised like ``like``
+        (ZCA-space images are used as they are; evaluate them on ``in_set_space(test, zca)``)."""
         from .types import DistillResult
 
         check_compatible(self, like)
         images = self.images
-        if tuple(self.mean) != tuple(like.mean) or tuple(self.std) != tuple(like.std):
+        if self.zca is None and (tuple(self.mean) != tuple(like.mean) or tuple(self.std) != tuple(like.std)):
             images = renormalize(images, self.mean, self.std, like.mean, like.std)
         return DistillResult(images=images, labels=self.labels, ipc=0, distiller="imported",
                              lr=self.lr).as_dataset(like)
@@ -183,6 +189,9 @@ def write_imagefolder(syn: SyntheticSet, like, path: Path) -> None:
 
     if syn.soft:
         raise DataError("an imagefolder holds hard labels only; export soft labels with --format pt or safetensors")
+    if syn.zca is not None:
+        raise DataError("this set lives in ZCA space, which 8-bit PNGs cannot hold; export it with --format pt or "
+                        "safetensors (they carry the ZCA transform)")
     if like.channels not in PIL_MODES.values():
         raise DataError(f"PNG export supports 1 or 3 channels, dataset {like.name!r} has {like.channels}")
     for name in like.class_names:
@@ -206,8 +215,11 @@ def write_imagefolder(syn: SyntheticSet, like, path: Path) -> None:
 def _tensor_payload(syn: SyntheticSet) -> dict:
     import torch
 
-    return {"images": syn.images.detach().cpu().float().contiguous(), "labels": syn.labels.detach().cpu().contiguous(),
-            "mean": torch.tensor(syn.mean, dtype=torch.float64), "std": torch.tensor(syn.std, dtype=torch.float64)}
+    out = {"images": syn.images.detach().cpu().float().contiguous(), "labels": syn.labels.detach().cpu().contiguous(),
+           "mean": torch.tensor(syn.mean, dtype=torch.float64), "std": torch.tensor(syn.std, dtype=torch.float64)}
+    if syn.zca is not None:
+        out.update(zca_mean=syn.zca["mean"].contiguous(), zca_matrix=syn.zca["matrix"].contiguous())
+    return out
 
 
 def write_pt(syn: SyntheticSet, like, path: Path) -> None:
@@ -216,6 +228,8 @@ def write_pt(syn: SyntheticSet, like, path: Path) -> None:
     obj = {**_tensor_payload(syn), "class_names": list(syn.class_names)}
     if syn.lr is not None:
         obj["syn_lr"] = float(syn.lr)
+    if syn.zca is not None:
+        obj.update(zca_eps=float(syn.zca["eps"]), zca_fitted_on=str(syn.zca.get("fitted_on", "")))
     torch.save(obj, path)
 
 
@@ -232,6 +246,8 @@ def write_safetensors(syn: SyntheticSet, like, path: Path) -> None:
     meta = {"format": SAFETENSORS_FORMAT, "class_names": json.dumps(list(syn.class_names))}
     if syn.lr is not None:
         meta["syn_lr"] = repr(float(syn.lr))
+    if syn.zca is not None:
+        meta.update(zca_eps=repr(float(syn.zca["eps"])), zca_fitted_on=str(syn.zca.get("fitted_on", "")))
     st.save_file(_tensor_payload(syn), str(path), metadata=meta)
 
 
@@ -247,7 +263,8 @@ def read_pt(path: Path) -> SyntheticSet:
     obj = safe_torch_load(path, "distilled set")
     if not isinstance(obj, dict) or "images" not in obj or "labels" not in obj:
         raise DataError(f"{path}: expected a dict with 'images' and 'labels'")
-    return _from_mapping(obj, obj.get("class_names") or (), obj.get("syn_lr"), path)
+    return _from_mapping(obj, obj.get("class_names") or (), obj.get("syn_lr"), path,
+                         (obj.get("zca_eps"), obj.get("zca_fitted_on")))
 
 
 def read_safetensors(path: Path) -> SyntheticSet:
@@ -265,9 +282,10 @@ def read_safetensors(path: Path) -> SyntheticSet:
     try:
         names = json.loads(meta["class_names"]) if "class_names" in meta else ()
         lr = float(meta["syn_lr"]) if "syn_lr" in meta else None
+        zca_eps = float(meta["zca_eps"]) if "zca_eps" in meta else None
     except (ValueError, TypeError) as exc:
         raise DataError(f"{path}: malformed metadata: {exc}") from None
-    return _from_mapping(tensors, names, lr, path)
+    return _from_mapping(tensors, names, lr, path, (zca_eps, meta.get("zca_fitted_on")))
 
 
 def _stats(value, what: str, path: Path) -> Optional[tuple[float, ...]]:
@@ -282,7 +300,21 @@ def _stats(value, what: str, path: Path) -> Optional[tuple[float, ...]]:
         raise DataError(f"{path}: '{what}' must be a list of numbers") from None
 
 
-def _from_mapping(obj, names, lr, path: Path) -> SyntheticSet:
+def _zca_state(obj, eps_and_fit, path: Path) -> Optional[dict]:
+    """The ZCA state stored with a set (``zca_mean``, ``zca_matrix``, eps), checked; None without one."""
+    has = [k for k in ("zca_mean", "zca_matrix") if k in obj]
+    if not has and eps_and_fit[0] is None:
+        return None
+    if len(has) < 2 or eps_and_fit[0] is None:
+        raise DataError(f"{path}: a ZCA transform needs 'zca_mean', 'zca_matrix' and 'zca_eps'")
+    from .zca import ZCA
+
+    state = {"mean": obj["zca_mean"], "matrix": obj["zca_matrix"], "eps": eps_and_fit[0],
+             "fitted_on": eps_and_fit[1] or ""}
+    return ZCA.from_state(state, where=str(path)).state()
+
+
+def _from_mapping(obj, names, lr, path: Path, zca=(None, None)) -> SyntheticSet:
     images, labels = obj["images"], obj["labels"]
     check_tensors(images, labels, str(path))
     if not isinstance(names, (list, tuple)) or not all(isinstance(n, str) for n in names):
@@ -293,9 +325,13 @@ def _from_mapping(obj, names, lr, path: Path) -> SyntheticSet:
         raise DataError(f"{path}: give both 'mean' and 'std' or neither")
     if std is not None and any(s <= 0 or not math.isfinite(s) for s in std):
         raise DataError(f"{path}: 'std' must be positive")
+    state = _zca_state(obj, zca, path)
+    if state is not None and state["mean"].numel() != images[0].numel():
+        raise DataError(f"{path}: the ZCA transform has {state['mean'].numel()} values per image, "
+                        f"the images {images[0].numel()}")
     return SyntheticSet(images=images.float(), labels=labels.long() if labels.dim() == 1 else labels,
                         mean=mean or (), std=std or (), class_names=tuple(names),
-                        lr=lr)
+                        lr=lr, zca=state)
 
 
 def _syn_lr(value, path) -> Optional[float]:
@@ -417,7 +453,8 @@ def run_synthetic(run_dir) -> tuple[SyntheticSet, "object"]:
     saved = safe_torch_load(path, "distill result")
     train = splits.train
     syn = SyntheticSet(images=saved["images"].float(), labels=saved["labels"], mean=tuple(train.mean),
-                       std=tuple(train.std), class_names=tuple(train.class_names), lr=saved.get("lr"))
+                       std=tuple(train.std), class_names=tuple(train.class_names), lr=saved.get("lr"),
+                       zca=saved.get("zca"))
     check_compatible(syn, train, str(path))
     return syn, train
 
@@ -438,6 +475,9 @@ def export_distilled(run_dir, formats: Sequence[str], to, *, overwrite: bool = F
     syn, train = run_synthetic(run_dir)
     if syn.soft and "imagefolder" in formats:
         raise DataError("an imagefolder holds hard labels only; export soft labels with --format pt or safetensors")
+    if syn.zca is not None and "imagefolder" in formats:
+        raise DataError("this set lives in ZCA space, which 8-bit PNGs cannot hold; export it with --format pt or "
+                        "safetensors (they carry the ZCA transform)")
     with staged(to, overwrite, kind) as tmp:
         if len(formats) == 1:
             WRITERS[formats[0]](syn, train, tmp)
@@ -513,13 +553,17 @@ def evaluate_images(images, cfg, *, overwrite: bool = False) -> dict:
     splits = run.data()
     syn, fmt = read_synthetic(images, splits.train)
     train_set = syn.as_dataset(splits.train)
+    from .zca import in_set_space
+
+    test = in_set_space(splits.test, syn.zca)
     out.mkdir(parents=True, exist_ok=True)
     ctx = run.context("eval")
-    result = run._call("evaluator", cfg.evaluator, run.evaluator.evaluate, train_set, splits.test, ctx, lr=syn.lr)
+    result = run._call("evaluator", cfg.evaluator, run.evaluator.evaluate, train_set, test, ctx, lr=syn.lr)
     digest = file_sha256(images) if images.is_file() else None
     atomic_write_json(target, {
         "evaluated": "imported", "images": str(images), "format": fmt, "sha256": digest,
         "train_size": len(train_set), "soft_labels": syn.soft, "syn_lr": syn.lr,
+        "zca": None if syn.zca is None else {"eps": syn.zca["eps"], "fitted_on": syn.zca["fitted_on"]},
         "results": [result.to_json()], "config": run.config_json(),
     })
     return {"out": str(out), "dataset": cfg.dataset, "images": str(images), "format": fmt,

@@ -464,7 +464,8 @@ class Run:
         if self.stage_done("distill", fp):
             saved = safe_torch_load(path, "distill result")
             return DistillResult(**{k: saved[k] for k in ("images", "labels", "ipc", "distiller", "options", "lr",
-                                                           "latents", "generator", "history", "source", "meta")})
+                                                           "latents", "generator", "history", "source", "meta")},
+                                 zca=saved.get("zca"))
         data = pruned.apply(train) if self.cfg.mode == "pool" else train
         init_pool = self.init_pool(train, pruned)
         ctx = self.context("distill")
@@ -481,35 +482,41 @@ class Run:
             "images": result.images.detach().cpu(), "labels": result.labels.detach().cpu(), "ipc": result.ipc,
             "distiller": result.distiller, "options": result.options, "lr": result.lr, "latents": result.latents,
             "generator": result.generator, "history": result.history, "source": result.source, "meta": result.meta,
-            "fingerprint": fp,
+            "zca": result.zca, "fingerprint": fp,
         }, path)
-        self._save_grid(result.images, train)
+        self._save_grid(result.images, train, result.zca)
         self._mark_done("distill", fp)
         self.host.pm.hook.on_stage_end(stage="distill", result=result, context=ctx)
         return result
 
-    def _save_grid(self, images, like) -> None:
+    def _save_grid(self, images, like, zca=None) -> None:
+        """synthetic.png at pixel scale (ZCA-space sets are un-whitened for viewing)."""
         from .viz import save_image_grid
+        from .zca import unit_images
 
-        save_image_grid(like.to_unit(images.detach().cpu().float()), self.out / "synthetic.png",
+        save_image_grid(unit_images(images, like, zca), self.out / "synthetic.png",
                         nrow=max(1, self.cfg.ipc) if images.shape[0] > self.cfg.ipc else 10)
 
     def eval_inputs(self, pruned, distilled):
-        """``(train set, learned lr or None, what)`` an evaluation trains on: the distilled set, else the pruned one."""
-        train = self.data().train
+        """``(train set, test set, learned lr or None, what)`` of an evaluation: the distilled set, else the
+        pruned one; the test set is in the train set's space (ZCA-whitened when the set was distilled so)."""
+        from .zca import in_set_space
+
+        splits = self.data()
         if distilled is not None:
-            return distilled.as_dataset(train), distilled.lr, "distilled"
-        return pruned.apply(train), None, ("pruned" if self.pruner is not None or self.cfg.subset else "full")
+            return (distilled.as_dataset(splits.train), in_set_space(splits.test, distilled.zca), distilled.lr,
+                    "distilled")
+        what = "pruned" if self.pruner is not None or self.cfg.subset else "full"
+        return pruned.apply(splits.train), splits.test, None, what
 
     def run_eval(self, data_fp: str, pruned, distilled):
         fp = self.stage_fingerprint("eval", data_fp)
         path = self.out / ARTIFACTS["eval"]
         if self.stage_done("eval", fp):
             return read_json(path, "eval result")
-        splits = self.data()
-        train_set, lr, what = self.eval_inputs(pruned, distilled)
+        train_set, test, lr, what = self.eval_inputs(pruned, distilled)
         ctx = self.context("eval")
-        result = self._call("evaluator", self.cfg.evaluator, self.evaluator.evaluate, train_set, splits.test, ctx, lr=lr)
+        result = self._call("evaluator", self.cfg.evaluator, self.evaluator.evaluate, train_set, test, ctx, lr=lr)
         payload = {"evaluated": what, "train_size": len(train_set), "results": [result.to_json()],
                    "fingerprint": fp}
         atomic_write_json(path, payload)

@@ -53,12 +53,14 @@ def parse_model_options(value, model: str) -> dict:
     return {k: typed[k] for k in given}
 
 
-def train_scorer(data: ImageDataset, ctx, recipe: ScorerRecipe, key: tuple) -> torch.nn.Module:
-    """A fresh scorer (init from ``ctx.fork_rng(*key)``) trained ``recipe.epochs`` epochs on ``data``."""
+def train_scorer(data: ImageDataset, ctx, recipe: ScorerRecipe, key: tuple, on_batch=None) -> torch.nn.Module:
+    """A fresh scorer (init from ``ctx.fork_rng(*key)``) trained ``recipe.epochs`` epochs on ``data``
+    (``on_batch`` as in :func:`pd_plugins.evaluate.train_network`)."""
     with ctx.fork_rng("scorer-init", *key):
         net = ctx.make_model(data.channels, data.num_classes, data.im_size, name=recipe.model, **recipe.model_options)
     if recipe.epochs > 0:
-        recipe.train(net, data, ctx, ctx.generator("scorer-train", *key), desc=f"scorer {'/'.join(map(str, key))}")
+        recipe.train(net, data, ctx, ctx.generator("scorer-train", *key), desc=f"scorer {'/'.join(map(str, key))}",
+                     on_batch=on_batch)
     return net
 
 

@@ -177,7 +177,7 @@ class PruneResult:
 
 @dataclass
 class DistillResult:
-    """A synthetic set in the input's normalised space, plus how it was made."""
+    """A synthetic set in the input's normalised space (or ZCA space, see ``zca``), plus how it was made."""
 
     images: "torch.Tensor"
     labels: "torch.Tensor"
@@ -190,6 +190,7 @@ class DistillResult:
     history: list = field(default_factory=list)
     source: str = ""
     meta: dict = field(default_factory=dict)
+    zca: Optional[dict] = None  # the ZCA state (pd_plugins.zca) when the images live in ZCA space
 
     @property
     def soft(self) -> bool:

@@ -31,7 +31,8 @@ class TrajectoryObjective(Objective):
 
     def __init__(self, *, recipe: ExpertRecipe, experts: int = 100, syn_steps: int = 20, expert_epochs: int = 3,
                  max_start_epoch: int = 25, batch_syn: int = 0, lr_teacher: float = 0.01, lr_lr: float = 1e-5,
-                 augment: bool = True, soft_labels: bool = False, lr_labels: float = 2.0, memory: str = "unrolled"):
+                 augment: bool = True, soft_labels: bool = False, lr_labels: float = 2.0, memory: str = "unrolled",
+                 zca=None):
         if memory not in ("unrolled", "constant"):
             raise OptionsError(f"unknown MTT memory mode {memory!r}; use unrolled or constant")
         if max_start_epoch + expert_epochs > recipe.epochs:
@@ -42,11 +43,12 @@ class TrajectoryObjective(Objective):
         self.lr_teacher, self.lr_lr, self.augment = lr_teacher, lr_lr, augment
         self.soft_labels, self.lr_labels = soft_labels, lr_labels
         self.memory = memory
+        self.zca = zca  # the transform ``data`` was whitened with (expert cache identity)
         self._cache: dict[int, torch.Tensor] = {}
         self.trained_experts = 0
 
     def setup(self, data, ipc, labels, ctx):
-        self.directory, self.trained_experts = ensure_experts(data, ctx, self.recipe, self.n_experts)
+        self.directory, self.trained_experts = ensure_experts(data, ctx, self.recipe, self.n_experts, self.zca)
         self.setup_student(data, labels, ctx)
 
     def setup_student(self, data, labels, ctx):
@@ -216,7 +218,8 @@ class MTT(Distiller):
         init: Literal["real", "noise"] = option("real", "initial images: real samples of the pruned pool, or noise")
         soft_labels: bool = option(False, "learn soft labels, initialised from one-hot (pd_plugins extension)")
         lr_labels: float = option(2.0, "SGD learning rate of the soft labels (momentum 0.5)")
-        zca: bool = option(False, "ZCA whitening (kornia, eps 0.1); not wired through evaluation yet, so it raises")
+        zca: bool = option(False, "ZCA whitening (kornia, eps 0.1) fitted on the pool at [0, 1] scale, instead of "
+                                  "mean/std: real images, experts, synthetic set and evaluation live in ZCA space")
         memory: Literal["unrolled", "constant"] = option(
             "unrolled", "unrolled: backprop through the full unroll (exact); constant: TESLA's two-pass gradient, "
             "memory independent of syn_steps, drops the cross-step second-order terms (equal to unrolled only "
@@ -241,11 +244,11 @@ class MTT(Distiller):
         o = self.options
         return ExpertRecipe(epochs=o.train_epochs, lr=o.lr_teacher, batch=o.expert_batch, augment=o.augment)
 
-    def objective(self) -> TrajectoryObjective:
+    def objective(self, zca=None) -> TrajectoryObjective:
         o = self.options
-        if o.zca:
-            raise OptionsError("mtt zca=true: ZCA is not wired through evaluation, which would test on "
-                               "unwhitened images; run without zca")
+        if o.zca and zca is None:
+            raise OptionsError("mtt zca=true: only the mtt distiller itself whitens its data (MTT.fit_zca); "
+                               "a generative distiller's renders are not in ZCA space")
         if o.runtime_prune > 0:
             raise OptionsError("mtt runtime_prune: runtime pruning during expert training is not implemented; "
                                "prune the pool with --pruner instead")
@@ -253,18 +256,34 @@ class MTT(Distiller):
                                    expert_epochs=o.expert_epochs, max_start_epoch=o.max_start_epoch,
                                    batch_syn=o.batch_syn, lr_teacher=o.lr_teacher, lr_lr=o.lr_lr,
                                    augment=o.augment, soft_labels=o.soft_labels, lr_labels=o.lr_labels,
-                                   memory=o.memory)
+                                   memory=o.memory, zca=zca)
+
+    def fit_zca(self, data):
+        """The ZCA transform fitted on ``data`` (the pool) when ``zca`` is on, else None."""
+        from ..zca import ZCA
+
+        return ZCA.fit(data) if self.options.zca else None
 
     def experts(self, data, ctx):
-        """Train (or reuse) this configuration's expert trajectories on ``data``."""
-        return ensure_experts(data, ctx, self.recipe(), self.options.experts)
+        """Train (or reuse) this configuration's expert trajectories on ``data`` (whitened when ``zca``)."""
+        zca = self.fit_zca(data)
+        return ensure_experts(zca.apply(data) if zca else data, ctx, self.recipe(), self.options.experts, zca)
 
     def distill(self, data, ipc, ctx, init_pool=None):
         o = self.options
-        objective = self.objective()
-        result = distill_pixels(objective, data, init_pool if init_pool is not None else data, ipc, ctx,
+        init_pool = init_pool if init_pool is not None else data
+        zca = self.fit_zca(data)
+        if zca is not None:  # everything the loop touches lives in ZCA space from here on
+            same = init_pool is data
+            data = zca.apply(data)
+            init_pool = data if same else zca.apply(init_pool)
+        objective = self.objective(zca)
+        result = distill_pixels(objective, data, init_pool, ipc, ctx,
                                 name=self.name, iterations=o.iterations, lr_img=o.lr_img, momentum=o.momentum,
                                 init=o.init, log_every=o.log_every, options=as_dict(o))
         result.meta = {**result.meta, "experts_dir": str(objective.directory),
                        "experts_trained": objective.trained_experts}
+        if zca is not None:
+            result.zca = zca.state()
+            result.meta["zca"] = {"eps": zca.eps, "fitted_on": zca.fitted_on, "space": "synthetic images are ZCA-whitened"}
         return result

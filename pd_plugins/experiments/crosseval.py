@@ -62,8 +62,7 @@ def cross_eval(run, models: Sequence[str], repeats: Union[int, Mapping[str, int]
     models = [run.regs["model"].get(m).name for m in models]  # unknown names fail here, with a hint
     counts = {run.regs["model"].get(m).name: n for m, n in counts.items()}
     data_fp, pruned, distilled = finished_stages(run)
-    splits = run.data()
-    train_set, lr, what = run.eval_inputs(pruned, distilled)
+    train_set, test, lr, what = run.eval_inputs(pruned, distilled)
     eval_fp = run.stage_fingerprint("eval", data_fp)
     cache = run.out / "eval"
     per_model = {}
@@ -75,7 +74,7 @@ def cross_eval(run, models: Sequence[str], repeats: Union[int, Mapping[str, int]
             if path.exists() and not overwrite and read_json(path, "cached evaluation").get("key") == key:
                 item = read_json(path, "cached evaluation")
             else:
-                res = _one_repeat(run, train_set, splits.test, lr, model, r)
+                res = _one_repeat(run, train_set, test, lr, model, r)
                 item = {"key": key, "model": model, "repeat": r, "acc": res.accs[0], "result": res.to_json()}
                 atomic_write_json(path, item)
             accs.append(float(item["acc"]))

@@ -84,8 +84,8 @@ def evaluate_variant(run_dir, *, evaluator: Optional[str] = None, options: Optio
         if reuse and read_json(path, "evaluation").get("fingerprint") == fp:
             return read_json(path, "evaluation")
         raise StageExistsError(f"{path} already holds this evaluation; use --overwrite to recompute it")
-    train_set, lr, what = run.eval_inputs(pruned, distilled)
-    result = run._call("evaluator", name, ev.evaluate, train_set, run.data().test, run.context("eval"), lr=lr)
+    train_set, test, lr, what = run.eval_inputs(pruned, distilled)
+    result = run._call("evaluator", name, ev.evaluate, train_set, test, run.context("eval"), lr=lr)
     payload = {"evaluated": what, "train_size": len(train_set), "results": [result.to_json()], "fingerprint": fp,
                "evaluator": name, "options": opts, "revision": revision, "artifact": artifact,
                "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
