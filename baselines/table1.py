@@ -26,10 +26,11 @@ import csv
 import sys
 from pathlib import Path
 
-from pd_plugins.cli import load_config_file
+from pd_plugins.config import load_config_file
 from pd_plugins.io import atomic_write_text
 from pd_plugins.options import parse_key_values
-from pd_plugins.runner import Run, RunConfig
+from pd_plugins.config import RunConfig
+from pd_plugins.pipeline.runner import Run
 
 SUBSET_KEYS = ("distiller", "distiller_options", "mode")
 CORESETS = ("herding", "k-center", "forgetting")

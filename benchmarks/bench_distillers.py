@@ -38,13 +38,13 @@ DM = {"batch_real": BATCH_REAL, "init": "real"}
 
 def _setup():
     torch.set_num_threads(1)
-    from pd_plugins.datasets import digits
+    from pd_plugins.data.builtin import digits
 
     return digits(None).train
 
 
 def _ctx(device: str):
-    from pd_plugins.context import RunContext
+    from pd_plugins.pipeline.context import RunContext
 
     return RunContext(seed=0, device=device, cache_dir=CACHE, stage="bench")
 

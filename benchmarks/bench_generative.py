@@ -23,8 +23,8 @@ def measure(method: str, values: dict, ipc: int, k: int, device: str) -> dict:
 
     import torch
 
-    from pd_plugins.context import RunContext
-    from pd_plugins.datasets import digits
+    from pd_plugins.pipeline.context import RunContext
+    from pd_plugins.data.builtin import digits
     from pd_plugins.plugins import registries
 
     train = digits().train

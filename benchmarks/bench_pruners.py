@@ -1,7 +1,7 @@
 """Scoring throughput of the score-based pruners vs a bare forward pass, and score-cache timing.
 
 For each pruner's scoring path (loss-easy/loss-hard and early-loss: per-sample CE; el2n-window:
-EL2N) it times ``pd_plugins.scoring.sample_statistic`` against a bare ``net(x)`` loop over the
+EL2N) it times ``pd_plugins.pruning.scoring.sample_statistic`` against a bare ``net(x)`` loop over the
 same, pre-normalised batches under ``torch.inference_mode``, and prints the ratio measured in
 this run. It also times a cache miss (train + score) and a cache hit of ``score_dataset``.
 Results go to ``benchmarks/results/pruners.json``.
@@ -32,8 +32,8 @@ def _timed(fn, repeats: int, sync) -> float:
 
 
 def main() -> None:
-    from pd_plugins.context import RunContext
-    from pd_plugins.scoring import ScorerRecipe, sample_statistic, score_dataset
+    from pd_plugins.pipeline.context import RunContext
+    from pd_plugins.pruning.scoring import ScorerRecipe, sample_statistic, score_dataset
     from pd_plugins.types import ImageDataset
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])

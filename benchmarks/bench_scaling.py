@@ -1,6 +1,6 @@
 """Scaling of the scoring pass and of a DM iteration with dataset size and ipc (MNIST subset).
 
-* scoring: ``pd_plugins.scoring.sample_statistic`` (the early-loss/loss-easy statistic pass)
+* scoring: ``pd_plugins.pruning.scoring.sample_statistic`` (the early-loss/loss-easy statistic pass)
   with one fixed, seeded ConvNet over n, 2n and 4n MNIST training images;
 * DM: the time of one outer iteration (median over the timed iterations, set-up excluded)
   at 1x, 2x, 4x ipc on a fixed pool, and at 1x, 2x, 4x pool size with a fixed ipc.
@@ -34,7 +34,7 @@ def exponent(scales, times) -> float:
 def mnist_subset(n: int):
     import torch
 
-    from pd_plugins.datasets import npz
+    from pd_plugins.data.builtin import npz
 
     train = npz(str(MNIST)).train
     if n > len(train):
@@ -44,7 +44,7 @@ def mnist_subset(n: int):
 
 
 def scoring_times(data, ctx, sizes, repeats: int, sync) -> list:
-    from pd_plugins.scoring import sample_statistic
+    from pd_plugins.pruning.scoring import sample_statistic
 
     with ctx.fork_rng("scaling-net"):
         net = ctx.make_model(data.channels, data.num_classes, data.im_size).eval()
@@ -77,7 +77,7 @@ def dm_iteration_time(data, ipc: int, ctx, iterations: int, batch_real: int, syn
 def main() -> None:
     import torch
 
-    from pd_plugins.context import RunContext
+    from pd_plugins.pipeline.context import RunContext
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="small sizes (n=250, ipc 1..4, batch_real 16, 4 DM iterations)")

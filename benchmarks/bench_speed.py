@@ -71,11 +71,11 @@ def _fwd_bwd(ctx, data, n: int, reps: int = 3) -> float:
 def worker(method: str, mode: str, data_path: str, quick: bool, syn_steps: int = 10, memory: str = "unrolled") -> dict:
     import torch
 
-    from pd_plugins.context import RunContext
-    from pd_plugins.datasets import npz
-    from pd_plugins.objectives import SyntheticOptimiser, run_iteration
+    from pd_plugins.pipeline.context import RunContext
+    from pd_plugins.data.builtin import npz
+    from pd_plugins.distillation.objectives import SyntheticOptimiser, run_iteration
     from pd_plugins.plugins import get_host
-    from pd_plugins.synthetic import class_major_labels, initial_images
+    from pd_plugins.distillation.synthetic import class_major_labels, initial_images
 
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "2")))
     precision, compile_ = MODES[mode]
@@ -89,7 +89,7 @@ def worker(method: str, mode: str, data_path: str, quick: bool, syn_steps: int =
     regs = get_host().registries()
 
     if method == "experts":
-        from pd_plugins.evaluate import train_network
+        from pd_plugins.training.evaluate import train_network
 
         net = ctx.make_model(data.channels, data.num_classes, data.im_size)
         batch = data.subset(torch.arange(256))

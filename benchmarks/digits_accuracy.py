@@ -15,8 +15,8 @@ import torch
 
 def main(ipc: int, seeds: int = 2) -> None:
     torch.set_num_threads(1)
-    from pd_plugins.context import RunContext
-    from pd_plugins.datasets import digits
+    from pd_plugins.pipeline.context import RunContext
+    from pd_plugins.data.builtin import digits
     from pd_plugins.plugins import registries
     from pd_plugins.types import DistillResult
 

@@ -12,13 +12,13 @@ import json
 import statistics
 from pathlib import Path
 
-from pd_plugins.context import RunContext
-from pd_plugins.datasets import digits
-from pd_plugins.evaluate import StepEvaluator
+from pd_plugins.pipeline.context import RunContext
+from pd_plugins.data.builtin import digits
+from pd_plugins.training.evaluate import StepEvaluator
 from pd_plugins.io import atomic_write_json
 from pd_plugins.plugins import registries
-from pd_plugins.pruners.random import RandomPruner
-from pd_plugins.synthetic import class_major_labels, initial_images
+from pd_plugins.pruning.random import RandomPruner
+from pd_plugins.distillation.synthetic import class_major_labels, initial_images
 from pd_plugins.types import DistillResult
 
 

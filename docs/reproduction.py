@@ -26,7 +26,7 @@ DOCS = Path(__file__).resolve().parent
 ROOT = DOCS.parent
 sys.path.insert(0, str(ROOT))
 
-from pd_plugins.cli import load_config_file  # noqa: E402
+from pd_plugins.config import load_config_file  # noqa: E402
 from pd_plugins.experiments.report import collect, other_axes, pyplot, save_figure  # noqa: E402
 from pd_plugins.experiments.sweep import Sweep, load_summary, run_sweep  # noqa: E402
 from pd_plugins.io import atomic_write_text, read_json  # noqa: E402

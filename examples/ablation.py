@@ -15,7 +15,7 @@ from pathlib import Path
 from scipy import stats
 
 import pd_plugins
-from pd_plugins.runner import RunConfig
+from pd_plugins.config import RunConfig
 
 TINY = dict(distiller="dm", ipc=2, distiller_options={"iterations": 20}, evaluator_options={"epochs": 50},
             eval_repeats=1, progress=False)

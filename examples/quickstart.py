@@ -12,10 +12,10 @@ import sys
 from pathlib import Path
 
 import pd_plugins
-from pd_plugins.context import RunContext
-from pd_plugins.datasets import digits
+from pd_plugins.pipeline.context import RunContext
+from pd_plugins.data.builtin import digits
 from pd_plugins.experiments.crosseval import eval_run_dir, markdown_table
-from pd_plugins.runner import RunConfig
+from pd_plugins.config import RunConfig
 
 
 def main(out: Path) -> None:

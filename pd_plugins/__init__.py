@@ -6,10 +6,14 @@ strategies themselves, when they run.
 """
 from __future__ import annotations
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
-from .hookspecs import hookimpl  # noqa: E402
-from .errors import (  # noqa: E402
+from pd_plugins import _compat  # noqa: E402
+
+_compat.install()  # old flat module paths keep importing for one release, with a DeprecationWarning
+
+from pd_plugins.hookspecs import hookimpl  # noqa: E402
+from pd_plugins.errors import (  # noqa: E402
     PdPluginsError,
     UnknownNameError,
     RegistryError,
@@ -18,12 +22,12 @@ from .errors import (  # noqa: E402
     StrategyError,
     DataError,
 )
-from .strategies import Pruner, ScorePruner, Distiller  # noqa: E402
+from pd_plugins.strategies import Pruner, ScorePruner, Distiller  # noqa: E402
 
 
 def get_registry(kind: str):
     """The registry of one kind ("pruner", "distiller", ...), with all plugins loaded."""
-    from .plugins import registries
+    from pd_plugins.plugins import registries
 
     return registries()[kind]
 
@@ -47,8 +51,8 @@ def get_distiller(name: str, **options):
 
 
 def run(config, **kwargs):
-    """Run a full pipeline from a :class:`RunConfig` (see :mod:`pd_plugins.runner`)."""
-    from .runner import run as _run
+    """Run a full pipeline from a :class:`RunConfig` (see :mod:`pd_plugins.pipeline.runner`)."""
+    from pd_plugins.pipeline.runner import run as _run
 
     return _run(config, **kwargs)
 

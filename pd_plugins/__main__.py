@@ -1,3 +1,3 @@
-from .cli import cli
+from pd_plugins.cli import cli
 
 cli(prog_name="pd-run")

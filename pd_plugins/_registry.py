@@ -7,7 +7,7 @@ import importlib
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Sequence, Union
 
-from .errors import RegistryError, UnknownNameError
+from pd_plugins.errors import RegistryError, UnknownNameError
 
 KINDS = ("pruner", "distiller", "dataset", "model", "augmentation", "evaluator", "generator")
 
@@ -24,7 +24,7 @@ STRATEGY_CONTRACTS = {
 
 def kind_mismatch(kind: str, obj: Any) -> Optional[str]:
     """Why ``obj`` cannot be a factory of ``kind`` (None when it can)."""
-    from . import strategies
+    from pd_plugins import strategies
 
     what = _qualname(obj)
     declared = obj.kind() if isinstance(obj, type) and issubclass(obj, strategies.Strategy) else None
@@ -111,7 +111,7 @@ class Entry:
         opts = getattr(obj, "Options", None)
         if opts is not None:
             return opts
-        from .options import options_from_signature
+        from pd_plugins.options import options_from_signature
 
         return options_from_signature(obj)
 

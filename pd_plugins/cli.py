@@ -11,8 +11,9 @@ from typing import Any, Optional
 import click
 from click_default_group import DefaultGroup
 
-from .errors import DataError, OptionsError, PdPluginsError, PluginLoadError
-from .paths import PathParam, expect_file
+from pd_plugins.errors import DataError, OptionsError, PdPluginsError
+from pd_plugins.config import load_config_file
+from pd_plugins.paths import PathParam
 
 KIND_ALIASES = {
     "pruners": "pruner", "distillers": "distiller", "datasets": "dataset", "models": "model",
@@ -36,7 +37,7 @@ class PdGroup(DefaultGroup):
         if PdGroup._plugins_added:
             return
         PdGroup._plugins_added = True
-        from .plugins import get_host
+        from pd_plugins.plugins import get_host
 
         try:
             get_host().add_commands(self)
@@ -62,7 +63,7 @@ class PdGroup(DefaultGroup):
 def _version_message() -> str:
     from importlib.metadata import version, PackageNotFoundError
 
-    from . import __version__
+    from pd_plugins import __version__
 
     parts = [f"pd-plugins {__version__}"]
     for dist in ("torch", "kornia", "pluggy", "click"):
@@ -89,31 +90,6 @@ def cli():
 
 # ----------------------------------------------------------------------------------------
 # config files
-
-def load_config_file(path: str) -> dict:
-    """Read a YAML, TOML or JSON config; a malformed file is one DataError line."""
-    p = expect_file(path, "config file")
-    text = p.read_text()
-    try:
-        if p.suffix.lower() == ".toml":
-            import tomllib
-
-            values = tomllib.loads(text)
-        elif p.suffix.lower() == ".json":
-            values = json.loads(text)
-        else:
-            import yaml
-
-            values = yaml.safe_load(text)
-    except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise DataError(f"config file {p} is malformed: {first}") from None
-    if values is None:
-        values = {}
-    if not isinstance(values, dict):
-        raise DataError(f"config file {p} must hold a mapping of keys to values")
-    return {str(k).replace("-", "_"): v for k, v in values.items()}
-
 
 # ----------------------------------------------------------------------------------------
 # the run options, shared by run / prune / config
@@ -178,8 +154,8 @@ def build_config(ctx: click.Context, params: dict, base: Optional[dict] = None):
     """RunConfig from (base values) < config file < explicit command-line flags."""
     from click.core import ParameterSource
 
-    from .options import parse_key_values
-    from .runner import RunConfig
+    from pd_plugins.options import parse_key_values
+    from pd_plugins.config import RunConfig
 
     values: dict[str, Any] = dict(base or {})
     if params.get("config_file"):
@@ -220,7 +196,7 @@ def _print_summary(summary: dict, as_json: bool) -> None:
 
 def _execute(ctx, params: dict, stages, base: Optional[dict] = None) -> None:
     ctx.meta["pd_traceback"] = params.get("traceback", False)
-    from .runner import Run
+    from pd_plugins.pipeline.runner import Run
 
     cfg = build_config(ctx, params, base)
     if "distill" not in stages:
@@ -237,7 +213,7 @@ def _execute(ctx, params: dict, stages, base: Optional[dict] = None) -> None:
 @click.pass_context
 def run_cmd(ctx, **params):
     """Prune, distill and evaluate (the default command)."""
-    from .runner import STAGES
+    from pd_plugins.pipeline.runner import STAGES
 
     _execute(ctx, params, STAGES)
 
@@ -258,8 +234,8 @@ def distill_cmd(ctx, from_dir, **params):
     """Distill (and evaluate) from the pruned set of an earlier `pd-run prune` run."""
     import shutil
 
-    from .io import read_json
-    from .runner import load_run_config, STAGES
+    from pd_plugins.io import read_json
+    from pd_plugins.pipeline.runner import load_run_config, STAGES
 
     src = Path(from_dir)
     old = load_run_config(src)
@@ -279,7 +255,7 @@ def distill_cmd(ctx, from_dir, **params):
         out.mkdir(parents=True)
         shutil.copy2(src / "prune.pt", out / "prune.pt")
         man = read_json(src / "manifest.json", "manifest")
-        from .io import atomic_write_json
+        from pd_plugins.io import atomic_write_json
 
         atomic_write_json(out / "manifest.json", {"stages": {"prune": man["stages"]["prune"]}, "from": str(src)})
         params["overwrite"] = False
@@ -293,7 +269,7 @@ def distill_cmd(ctx, from_dir, **params):
 @click.pass_context
 def config_cmd(ctx, **params):
     """Print the fully resolved config of a run without running it."""
-    from .runner import Run
+    from pd_plugins.pipeline.runner import Run
 
     cfg = build_config(ctx, params)
     run = Run(cfg)
@@ -351,15 +327,15 @@ def eval_cmd(ctx, run_dir, overwrite, as_json, no_progress, traceback, models, r
             raise click.UsageError("--models/--repeats need a RUN_DIR")
         if variant:
             raise click.UsageError(f"--{variant[0].replace('_', '-')} does not combine with --models/--repeats")
-        from .experiments.crosseval import eval_run_dir, markdown_table
-        from .runner import load_run_config as _load
+        from pd_plugins.experiments.crosseval import eval_run_dir, markdown_table
+        from pd_plugins.pipeline.runner import load_run_config as _load
 
         names = (models or _load(run_dir).model).split(",")
         payload = eval_run_dir(run_dir, names, repeats or 5, overwrite=overwrite,
                                progress=not no_progress and sys.stderr.isatty())
         click.echo(json.dumps(payload, indent=2) if as_json else markdown_table(payload["cross_arch"]), nl=not as_json)
         return
-    from .runner import Run, load_run_config
+    from pd_plugins.pipeline.runner import Run, load_run_config
 
     if params["images"] is not None:
         if run_dir is not None:
@@ -381,7 +357,7 @@ def eval_cmd(ctx, run_dir, overwrite, as_json, no_progress, traceback, models, r
     if overwrite:
         man = run.manifest()
         man.get("stages", {}).pop("eval", None)
-        from .io import atomic_write_json
+        from pd_plugins.io import atomic_write_json
 
         atomic_write_json(run.manifest_path, man)
     _print_summary(run.execute(), as_json)
@@ -389,8 +365,8 @@ def eval_cmd(ctx, run_dir, overwrite, as_json, no_progress, traceback, models, r
 
 def _reevaluate(run_dir: str, params: dict, given: list, overwrite: bool, no_progress: bool) -> dict:
     """`pd-run eval RUN_DIR -E ...`: a separate, fingerprinted evaluation of the run's set."""
-    from .experiments.reeval import evaluate_variant, read_evaluation, variant_path
-    from .options import parse_key_values
+    from pd_plugins.experiments.reeval import evaluate_variant, read_evaluation, variant_path
+    from pd_plugins.options import parse_key_values
 
     payload = evaluate_variant(
         run_dir, evaluator=params["evaluator"] if "evaluator" in given else None,
@@ -410,9 +386,9 @@ def _reevaluate(run_dir: str, params: dict, given: list, overwrite: bool, no_pro
 
 def _eval_images(params: dict, overwrite: bool, no_progress: bool) -> dict:
     """`pd-run eval --images`: evaluate an outside distilled set on a dataset's test split."""
-    from .interop import evaluate_images
-    from .options import parse_key_values
-    from .runner import RunConfig
+    from pd_plugins.data.interop import evaluate_images
+    from pd_plugins.options import parse_key_values
+    from pd_plugins.config import RunConfig
 
     images = Path(params["images"])
     out = params["out"] or str(Path("runs") / f"eval-{images.stem or images.name}-{params['dataset']}-s{params['seed']}")
@@ -442,7 +418,7 @@ def _eval_images(params: dict, overwrite: bool, no_progress: bool) -> dict:
 @click.pass_context
 def export_cmd(ctx, run_dir, formats, what, to, overwrite, as_json, traceback):
     """Export a run's distilled set (ImageFolder / .pt / .safetensors) or its pruned subset."""
-    from .interop import export_distilled, export_subset
+    from pd_plugins.data.interop import export_distilled, export_subset
 
     ctx.meta["pd_traceback"] = traceback
     if not (Path(run_dir) / "config.json").exists():
@@ -462,7 +438,7 @@ def export_cmd(ctx, run_dir, formats, what, to, overwrite, as_json, traceback):
 def _kind(word: str) -> str:
     w = word.lower()
     kind = KIND_ALIASES.get(w, w)
-    from ._registry import KINDS
+    from pd_plugins._registry import KINDS
 
     if kind not in KINDS:
         raise OptionsError(f"unknown kind {word!r}; use one of: {', '.join(k + 's' for k in KINDS)}")
@@ -474,8 +450,8 @@ def _kind(word: str) -> str:
 @click.option("--json", "as_json", is_flag=True)
 def list_cmd(kind, as_json):
     """List registered strategies (all kinds, or one: pruners, distillers, ...)."""
-    from ._registry import KINDS
-    from .plugins import registries
+    from pd_plugins._registry import KINDS
+    from pd_plugins.plugins import registries
 
     regs = registries()
     kinds = [_kind(kind)] if kind else list(KINDS)
@@ -498,8 +474,8 @@ def list_cmd(kind, as_json):
 @click.option("--json", "as_json", is_flag=True)
 def show_cmd(kind, name, as_json):
     """Show one strategy: summary, documentation and its options (type, default, help)."""
-    from .options import describe
-    from .plugins import registries
+    from pd_plugins.options import describe
+    from pd_plugins.plugins import registries
 
     entry = registries()[_kind(kind)].get(name)
     rows = describe(entry.options_class())
@@ -529,7 +505,7 @@ def show_cmd(kind, name, as_json):
 @click.option("--requirements", is_flag=True, help="print name==version lines.")
 def plugins_cmd(show_all, hook, requirements):
     """List loaded plugin packages as JSON (and any that failed to load)."""
-    from .plugins import get_host
+    from pd_plugins.plugins import get_host
 
     host = get_host()
     host.registries()
@@ -556,7 +532,7 @@ def plugins_cmd(show_all, hook, requirements):
 @click.option("--no-progress", is_flag=True)
 def sweep_cmd(sweep_file, out, workers, executor, threads, as_json, no_progress):
     """Run a grid of runs (pruner x keep x distiller x ipc x seed x dataset); skips finished cells."""
-    from .experiments.sweep import Sweep, run_sweep
+    from pd_plugins.experiments.sweep import Sweep, run_sweep
 
     sweep = Sweep.load(sweep_file)
     target = out or sweep.out or f"runs/sweep-{sweep.name}"
@@ -580,8 +556,8 @@ def sweep_cmd(sweep_file, out, workers, executor, threads, as_json, no_progress)
               help="report the cells' re-evaluations with this option (pd-run eval RUN -E KEY=VALUE).")
 def report_cmd(sweep_dir, evaluator, evaluator_option):
     """Tables (Markdown + CSV), plots and Welch's t-tests over a sweep directory."""
-    from .experiments.report import write_report
-    from .options import parse_key_values
+    from pd_plugins.experiments.report import write_report
+    from pd_plugins.options import parse_key_values
 
     options = parse_key_values(evaluator_option, flag="--evaluator-option")
     selector = {"evaluator": evaluator, "options": options} if evaluator or options else None

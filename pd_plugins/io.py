@@ -13,8 +13,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Union
 
-from .errors import DataError
-from .paths import expect_file
+from pd_plugins.errors import DataError
+from pd_plugins.paths import expect_file
 
 PathLike = Union[str, os.PathLike]
 

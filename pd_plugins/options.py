@@ -14,7 +14,7 @@ import json
 import typing
 from typing import Any, Literal, Mapping, Optional, Union, get_args, get_origin
 
-from .errors import OptionsError
+from pd_plugins.errors import OptionsError
 
 
 def option(default: Any, help: str = "", **kw) -> Any:

@@ -13,7 +13,7 @@ from typing import Optional, Union
 
 import click
 
-from .errors import DataError
+from pd_plugins.errors import DataError
 
 PathLike = Union[str, os.PathLike]
 

@@ -18,9 +18,9 @@ from typing import Optional
 
 import pluggy
 
-from . import hookspecs
-from ._registry import KINDS, Entry, Registry
-from .errors import PluginLoadError, RegistryError
+from pd_plugins import hookspecs
+from pd_plugins._registry import KINDS, Entry, Registry
+from pd_plugins.errors import PluginLoadError, RegistryError
 
 ENTRY_POINT_GROUP = "pd_plugins"
 
@@ -274,7 +274,7 @@ class Host:
 
 
 def _own_version() -> str:
-    from . import __version__
+    from pd_plugins import __version__
 
     return __version__
 

@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, Optional
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
-    from .context import RunContext
-    from .types import DistillResult, ImageDataset, PruneResult
+    from pd_plugins.pipeline.context import RunContext
+    from pd_plugins.types import DistillResult, ImageDataset, PruneResult
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,7 +35,7 @@ class Strategy:
     @classmethod
     def resolve_options(cls, values: Optional[dict] = None, budget: Optional[str] = None):
         """Paper defaults, then the budget's overrides, then ``values`` (user wins)."""
-        from .options import coerce
+        from pd_plugins.options import coerce
 
         merged = dict(cls.budgets.get(budget or "", {}))
         merged.update({k.replace("-", "_"): v for k, v in (values or {}).items()})
@@ -76,13 +76,13 @@ class ScorePruner(Pruner):
         raise NotImplementedError
 
     def selection(self, keep: float) -> dict:
-        """Keyword arguments for :func:`pd_plugins.selection.select` (direction, window, ...)."""
+        """Keyword arguments for :func:`pd_plugins.pruning.selection.select` (direction, window, ...)."""
         return {"keep": keep, "direction": "easy", "balanced": True}
 
     def prune(self, data: "ImageDataset", keep: float, ctx: "RunContext") -> "PruneResult":
-        from .selection import select
-        from .types import PruneResult
-        from .options import as_dict
+        from pd_plugins.pruning.selection import select
+        from pd_plugins.types import PruneResult
+        from pd_plugins.options import as_dict
 
         scores = self.score(data, ctx)
         sel = self.selection(keep)

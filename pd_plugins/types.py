@@ -190,7 +190,7 @@ class DistillResult:
     history: list = field(default_factory=list)
     source: str = ""
     meta: dict = field(default_factory=dict)
-    zca: Optional[dict] = None  # the ZCA state (pd_plugins.zca) when the images live in ZCA space
+    zca: Optional[dict] = None  # the ZCA state (pd_plugins.data.zca) when the images live in ZCA space
 
     @property
     def soft(self) -> bool:

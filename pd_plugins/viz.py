@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .io import atomic_path
+from pd_plugins.io import atomic_path
 
 
 def save_image_grid(images_unit, path, nrow: int = 10, upscale_to: int = 32) -> None:

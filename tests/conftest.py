@@ -39,14 +39,14 @@ def host():
 
 @pytest.fixture(scope="session")
 def digits_splits():
-    from pd_plugins.datasets import digits
+    from pd_plugins.data.builtin import digits
 
     return digits(None)
 
 
 @pytest.fixture
 def ctx(tmp_path):
-    from pd_plugins.context import RunContext
+    from pd_plugins.pipeline.context import RunContext
 
     return RunContext(seed=0, device="cpu", work_dir=tmp_path, stage="test")
 

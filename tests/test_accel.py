@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pd_plugins import accel
-from pd_plugins.context import RunContext
+from pd_plugins.training import accel
+from pd_plugins.pipeline.context import RunContext
 
 
 @pytest.fixture(autouse=True)
@@ -41,7 +41,8 @@ def test_resolve_precision(monkeypatch):
 
 
 def test_runner_records_effective_precision(monkeypatch, capsys, host, tmp_path):
-    from pd_plugins.runner import Run, RunConfig
+    from pd_plugins.config import RunConfig
+    from pd_plugins.pipeline.runner import Run
 
     monkeypatch.setattr(accel, "cpu_supports_bf16", lambda: False)
     cfg = RunConfig(dataset="digits", pruner="none", distiller="none", evaluator="none", precision="bf16",
@@ -59,7 +60,7 @@ def test_autocast_applies_to_scoring_and_training(tiny, tmp_path):
     """bf16 changes the numbers of every stage that goes through accel.forward (training, scoring)."""
     if not accel.cpu_supports_bf16():
         pytest.skip("no bf16 on this CPU")
-    from pd_plugins.scoring import ScorerRecipe, sample_statistic, train_scorer
+    from pd_plugins.pruning.scoring import ScorerRecipe, sample_statistic, train_scorer
 
     out = {}
     for prec in ("fp32", "bf16"):

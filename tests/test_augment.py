@@ -1,4 +1,4 @@
-"""Tests for pd_plugins.augment (DSA on kornia)."""
+"""Tests for pd_plugins.training.augment (DSA on kornia)."""
 from __future__ import annotations
 
 import inspect
@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pd_plugins.augment import DSA, VALID_TOKENS, AugParams, Augmenter, Identity, dsa, none
+from pd_plugins.training.augment import DSA, VALID_TOKENS, AugParams, Augmenter, Identity, dsa, none
 
 OPS = ("color", "crop", "cutout", "flip", "scale", "rotate")
 

@@ -113,7 +113,7 @@ class CrashingPruner:
 
 
 def _crash_cls():
-    from pd_plugins.pruners.random import RandomPruner
+    from pd_plugins.pruning.random import RandomPruner
 
     class Crash(RandomPruner):
         name = "crash"
@@ -134,7 +134,7 @@ def test_strategy_failure_in_first_stage_leaves_nothing(host, tmp_path):
 
 def test_failure_during_distill_keeps_resumable_dir(host, tmp_path, monkeypatch):
     """A run that fails after work began keeps its directory and resumes without redoing prune."""
-    from pd_plugins.distillers.dm import DM
+    from pd_plugins.distillation.dm import DM
 
     out = tmp_path / "run"
     args = ["--pruner", "random", *FAST, "--out", str(out)]

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from pd_plugins.cli import load_config_file
-from pd_plugins.runner import Run, RunConfig
+from pd_plugins.config import load_config_file
+from pd_plugins.config import RunConfig
+from pd_plugins.pipeline.runner import Run
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((ROOT / "baselines" / "configs").glob("*/*.yaml"))

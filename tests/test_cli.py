@@ -57,7 +57,7 @@ def test_show_distiller_options_table(host):
     assert "default=20000" in out and "budget 'quick' overrides" in out
     js = json.loads(invoke("show", "distiller", "dm", "--json").output)
     opts = {r["name"]: r for r in js["options"]}
-    from pd_plugins.distillers.dm import DM
+    from pd_plugins.distillation.dm import DM
 
     assert opts["iterations"]["default"] == DM.Options().iterations
     assert js["budgets"] == DM.budgets
@@ -79,7 +79,7 @@ def test_config_prints_resolved(host):
     cfg = json.loads(res.output)
     assert cfg["pruner"] == "random" and cfg["resolved"]["budget"] == "quick"
     assert cfg["resolved"]["distiller_options"]["iterations"] == 7
-    from pd_plugins.distillers.dm import DM
+    from pd_plugins.distillation.dm import DM
 
     assert cfg["resolved"]["distiller_options"]["batch_real"] == DM.budgets["quick"]["batch_real"]
     assert cfg["resolved"]["keep"] == DM.recommended_keep

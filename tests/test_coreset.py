@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pd_plugins.coreset import (PresentationLog, forgetting_events, herding, k_center_greedy, most_forgotten,
+from pd_plugins.distillation.selection_rules import (PresentationLog, forgetting_events, herding, k_center_greedy, most_forgotten,
                                 train_on_pool)
 from pd_plugins.errors import OptionsError
 
@@ -84,7 +84,7 @@ def _small(digits_splits, per_class=20):
 
 
 def test_presentation_log_matches_predictions_of_a_frozen_net(digits_splits, ctx):
-    from pd_plugins.scoring import ScorerRecipe
+    from pd_plugins.pruning.scoring import ScorerRecipe
 
     data = _small(digits_splits)
     log = PresentationLog(len(data), 3)
@@ -100,7 +100,7 @@ def test_presentation_log_matches_predictions_of_a_frozen_net(digits_splits, ctx
 
 
 def test_forgetting_counts_on_a_training_run(digits_splits, ctx):
-    from pd_plugins.scoring import ScorerRecipe
+    from pd_plugins.pruning.scoring import ScorerRecipe
 
     data = _small(digits_splits)
     log = PresentationLog(len(data), 6)
@@ -140,8 +140,8 @@ def test_coreset_returns_real_class_major_images_deterministically(host, digits_
 
 
 def test_herding_selects_by_herding_in_the_trained_feature_space(host, digits_splits, ctx):
-    from pd_plugins.coreset import embed
-    from pd_plugins.scoring import train_scorer
+    from pd_plugins.distillation.selection_rules import embed
+    from pd_plugins.pruning.scoring import train_scorer
 
     data = _small(digits_splits)
     dist = _distiller(host, "herding", epochs=2)
@@ -158,7 +158,8 @@ def test_coreset_refuses_init_mode(host, digits_splits, ctx):
 
 
 def test_herding_run_beats_chance_on_digits(host, tmp_path):
-    from pd_plugins.runner import Run, RunConfig
+    from pd_plugins.config import RunConfig
+    from pd_plugins.pipeline.runner import Run
 
     cfg = RunConfig(distiller="herding", ipc=2, distiller_options={"epochs": 5}, evaluator_options={"epochs": 60},
                     eval_repeats=1, out=str(tmp_path / "h"), progress=False, device="cpu")
@@ -169,7 +170,8 @@ def test_herding_run_beats_chance_on_digits(host, tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["k-center", "forgetting", "random"])
 def test_coreset_runs_beat_chance_on_digits(host, tmp_path, name):
-    from pd_plugins.runner import Run, RunConfig
+    from pd_plugins.config import RunConfig
+    from pd_plugins.pipeline.runner import Run
 
     cfg = RunConfig(distiller=name, ipc=10, evaluator_options={"epochs": 100}, eval_repeats=1,
                     out=str(tmp_path / name), progress=False, device="cpu")
@@ -180,7 +182,7 @@ def test_table1_has_the_coreset_rows():
     import importlib.util
     from pathlib import Path
 
-    from pd_plugins.runner import RunConfig
+    from pd_plugins.config import RunConfig
 
     spec = importlib.util.spec_from_file_location("table1", Path(__file__).resolve().parents[1] / "baselines" / "table1.py")
     mod = importlib.util.module_from_spec(spec)

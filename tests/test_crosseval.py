@@ -11,7 +11,8 @@ from pd_plugins.errors import DataError, UnknownNameError
 
 @pytest.fixture
 def pruned_run(tmp_path, host):
-    from pd_plugins.runner import Run, RunConfig
+    from pd_plugins.config import RunConfig
+    from pd_plugins.pipeline.runner import Run
 
     cfg = RunConfig(pruner="random", keep=0.2, distiller="none", evaluator_options={"epochs": 1, "batch": 128},
                     eval_repeats=1, model_options={"width": 16}, out=str(tmp_path / "run"), progress=False)
@@ -54,7 +55,7 @@ def test_cross_eval_caches_each_repeat_and_reports_unseen_mean(pruned_run, monke
 
 def test_single_repeat_is_seeded_like_a_full_evaluation(pruned_run):
     """Repeat r alone gives the same network as repeat r of an N-repeat evaluation."""
-    from pd_plugins.runner import Run, load_run_config
+    from pd_plugins.pipeline.runner import Run, load_run_config
 
     run = Run(load_run_config(pruned_run))
     pruned = run.run_prune(run.data().train.fingerprint())

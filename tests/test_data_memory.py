@@ -13,7 +13,7 @@ from conftest import shared_file
 _PROBE = r"""
 import json, resource, sys
 import torch
-from pd_plugins.datasets import npz
+from pd_plugins.data.builtin import npz
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 s = npz(sys.argv[1], name="mnist")
 after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from pd_plugins.datasets import (
+from pd_plugins.data.builtin import (
     DATASET_FACTORIES,
     cifar10,
     cifar100,

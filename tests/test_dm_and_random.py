@@ -7,9 +7,9 @@ import math
 import pytest
 import torch
 
-from pd_plugins.distillers.dm import DMObjective
-from pd_plugins.objectives import distill_pixels
-from pd_plugins.pruners.random import RandomPruner
+from pd_plugins.distillation.dm import DMObjective
+from pd_plugins.distillation.objectives import distill_pixels
+from pd_plugins.pruning.random import RandomPruner
 
 
 class FixedNetDM(DMObjective):
@@ -54,7 +54,7 @@ def test_dm_fixed_embedder_really_fixed(small_train, ctx):
 
 @pytest.mark.parametrize("augment", [False, True])
 def test_dm_gradients_reach_every_synthetic_image(small_train, ctx, augment):
-    from pd_plugins.synthetic import initial_images
+    from pd_plugins.distillation.synthetic import initial_images
 
     ipc = 2
     obj = DMObjective(batch_real=32, augment=augment)
@@ -70,7 +70,7 @@ def test_dm_gradients_reach_every_synthetic_image(small_train, ctx, augment):
 
 
 def _prune(data, keep, seed=0, **options):
-    from pd_plugins.context import RunContext
+    from pd_plugins.pipeline.context import RunContext
 
     pruner = RandomPruner(RandomPruner.resolve_options(options))
     return pruner.prune(data, keep, RunContext(seed=seed, device="cpu", stage="prune"))

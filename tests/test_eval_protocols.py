@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pd_plugins.context import RunContext
+from pd_plugins.pipeline.context import RunContext
 from pd_plugins.errors import OptionsError
 from pd_plugins.types import ImageDataset
 
@@ -122,7 +122,7 @@ def torch_glad_lrs(epochs: int) -> list[float]:
 
 @pytest.mark.parametrize("epochs", [2, 10, 11, 1000])
 def test_glad_schedule_matches_torch_schedulers(epochs):
-    from pd_plugins.evaluate import glad_lr_factor
+    from pd_plugins.training.evaluate import glad_lr_factor
 
     want = torch_glad_lrs(epochs)
     got = [glad_lr_factor(ep, epochs) for ep in range(epochs)]
@@ -130,7 +130,7 @@ def test_glad_schedule_matches_torch_schedulers(epochs):
 
 
 def test_glad_trains_e_epochs_on_one_optimiser_and_tests_the_ema(host, spy, monkeypatch):
-    import pd_plugins.evaluate as evaluate
+    import pd_plugins.training.evaluate as evaluate
 
     data = _tiny_set()
     ev = _evaluator(host, "glad-ema-cosine", epochs=6)
@@ -162,8 +162,9 @@ def test_glad_trains_e_epochs_on_one_optimiser_and_tests_the_ema(host, spy, monk
 
 
 def test_a_changed_protocol_revision_makes_old_evaluations_stale(host, monkeypatch):
-    from pd_plugins.evaluate import StepEvaluator
-    from pd_plugins.runner import Run, RunConfig
+    from pd_plugins.training.evaluate import StepEvaluator
+    from pd_plugins.config import RunConfig
+    from pd_plugins.pipeline.runner import Run
 
     run = Run(RunConfig(distiller="none", out="unused"), quiet=True)
     now = run.stage_fingerprint("eval", "data")

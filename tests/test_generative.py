@@ -8,7 +8,7 @@ from dataclasses import replace
 import pytest
 import torch
 
-from pd_plugins.context import RunContext
+from pd_plugins.pipeline.context import RunContext
 from pd_plugins.errors import DataError, PdPluginsError
 from pd_plugins.types import ImageDataset
 
@@ -22,7 +22,7 @@ def tiny_data(n_per=6, k=3, c=1, hw=8, seed=0) -> ImageDataset:
 
 
 def decoder_gen(data, ctx, **values):
-    from pd_plugins.generative.base import make_generator
+    from pd_plugins.distillation.generative.base import make_generator
 
     return make_generator("decoder", {"z_dim": 8, "width": 16, **values}, data, ctx)
 
@@ -57,7 +57,7 @@ def test_random_decoder_seeded_from_run_seed():
 
 
 def test_chunked_rerender_matches_direct_backward():
-    from pd_plugins.generative.loop import chunked_step
+    from pd_plugins.distillation.generative.loop import chunked_step
 
     data, ctx = tiny_data(), RunContext(seed=2)
     gen = decoder_gen(data, ctx, layer=1)
@@ -77,7 +77,7 @@ def test_chunked_rerender_matches_direct_backward():
 
 
 def test_decoder_prior_round_trip_and_bad_checkpoints(tmp_path):
-    from pd_plugins.generative.decoder import train_decoder
+    from pd_plugins.distillation.generative.decoder import train_decoder
 
     data, ctx = tiny_data(), RunContext(seed=3)
     train_decoder(data, ctx, tmp_path / "p", epochs=2, z_dim=8, width=16)
@@ -118,7 +118,7 @@ def test_glad_end_to_end_with_dm_objective():
     assert set(res.latents) == {"f"} and res.generator["name"] == "decoder" and len(res.generator["fingerprint"]) == 64
     assert len(res.history) == 3
     # the stored latents re-render to the stored images
-    from pd_plugins.generative.base import make_generator
+    from pd_plugins.distillation.generative.base import make_generator
 
     gen = make_generator("decoder", res.generator["options"], data, RunContext(seed=0))
     assert gen.fingerprint() == res.generator["fingerprint"]
@@ -132,7 +132,7 @@ diffusers = pytest.importorskip("diffusers")
 
 def tiny_ldm(tmp_path, k=3, c=1, hw=8):
     """Untrained tiny diffusers UNet + AutoencoderKL saved as an ldm prior."""
-    from pd_plugins.generative.ldm import LDM_SCHEDULE
+    from pd_plugins.distillation.generative.ldm import LDM_SCHEDULE
 
     torch.manual_seed(0)
     vae = diffusers.AutoencoderKL(in_channels=c, out_channels=c, down_block_types=("DownEncoderBlock2D",) * 2,
@@ -149,13 +149,13 @@ def tiny_ldm(tmp_path, k=3, c=1, hw=8):
 
 
 def ldm_gen(path, data, ctx, **values):
-    from pd_plugins.generative.base import make_generator
+    from pd_plugins.distillation.generative.base import make_generator
 
     return make_generator("ldm", {"weights": str(path), "steps": 3, **values}, data, ctx)
 
 
 def test_mix_weight_schedule():
-    from pd_plugins.generative.ldm import ddim_sample, mix_weight
+    from pd_plugins.distillation.generative.ldm import ddim_sample, mix_weight
 
     assert [mix_weight(i, 4) for i in (4, 3, 2, 1, 0)] == [1.0, 0.75, 0.5, 0.25, 0.0]
     seen = []
@@ -169,7 +169,7 @@ def test_mix_weight_schedule():
 
 
 def test_mix_forces_first_pred_x0_to_x_T():
-    from pd_plugins.generative.ldm import ddim_sample
+    from pd_plugins.distillation.generative.ldm import ddim_sample
 
     alphas = torch.linspace(0.99, 0.1, 1000)
     x_T = torch.randn(1, 2, 4, 4)
@@ -197,13 +197,13 @@ def test_ldm_grads_noise_and_rerender(tmp_path):
     assert lat["x_T"].grad.abs().sum() > 0 and lat["cond"].grad.abs().sum() > 0
     assert all(p.grad is None and not p.requires_grad for m in gen.modules() for p in m.parameters())
     # the re-render with grad (checkpointed) equals the no-grad render with the same noise
-    from pd_plugins.generative.loop import render
+    from pd_plugins.distillation.generative.loop import render
 
     with torch.no_grad():
         again = render(gen.decode, {k: v.detach() for k, v in lat.items()}, labels, aux, 4)
     torch.testing.assert_close(img.detach(), again, rtol=1e-4, atol=1e-5)
     # chunked gradient equals the direct one
-    from pd_plugins.generative.loop import chunked_step
+    from pd_plugins.distillation.generative.loop import chunked_step
 
     direct = {k: v.detach().clone().requires_grad_(True) for k, v in lat.items()}
     gen.decode(direct, labels, aux).square().sum().backward()
@@ -242,7 +242,7 @@ def test_missing_diffusers_names_the_extra(monkeypatch, tmp_path):
         return real_import(name, *a, **kw)
 
     monkeypatch.setattr(builtins, "__import__", fake_import)
-    from pd_plugins.generative.ldm import require_diffusers
+    from pd_plugins.distillation.generative.ldm import require_diffusers
 
     with pytest.raises(PdPluginsError, match=r"pip install 'pd-plugins\[diffusion\]'"):
         require_diffusers()

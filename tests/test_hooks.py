@@ -45,23 +45,23 @@ class Provider:
 
     @hookimpl
     def register_distillers(self, register):
-        register("test-dm", "pd_plugins.distillers.dm:DM", summary="dm again")
+        register("test-dm", "pd_plugins.distillation.dm:DM", summary="dm again")
 
     @hookimpl
     def register_datasets(self, register):
-        register("test-digits", "pd_plugins.datasets:digits", summary="digits again", default_budget="quick")
+        register("test-digits", "pd_plugins.data.builtin:digits", summary="digits again", default_budget="quick")
 
     @hookimpl
     def register_models(self, register):
-        register("test-convnet", "pd_plugins.nets:convnet", summary="convnet again")
+        register("test-convnet", "pd_plugins.training.models:convnet", summary="convnet again")
 
     @hookimpl
     def register_augmentations(self, register):
-        register("test-none", "pd_plugins.augment:none", summary="identity again")
+        register("test-none", "pd_plugins.training.augment:none", summary="identity again")
 
     @hookimpl
     def register_evaluators(self, register):
-        register("test-step", "pd_plugins.evaluate:StepEvaluator", summary="step again")
+        register("test-step", "pd_plugins.training.evaluate:StepEvaluator", summary="step again")
 
     @hookimpl
     def register_generators(self, register):
@@ -159,7 +159,7 @@ class Observer:
 
 
 def _observed_run(host, tmp_path):
-    from pd_plugins.runner import RunConfig, run
+    from pd_plugins.pipeline.runner import RunConfig, run
 
     obs = Observer()
     host.register(obs, name="observer")

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from pd_plugins.errors import OptionsError
-from pd_plugins.selection import select, selection_edge, take_at_edge
+from pd_plugins.pruning.selection import select, selection_edge, take_at_edge
 
 
 def _labels(per_class):
@@ -68,7 +68,7 @@ EL2N_TINY = {"scorer_options": {"width": 8, "depth": 2}, "batch": 64, "augment":
 @pytest.fixture
 def capture_init_pool(monkeypatch):
     """Record the init_pool the runner hands to dm (its source indices and labels)."""
-    from pd_plugins.distillers.dm import DM
+    from pd_plugins.distillation.dm import DM
 
     seen = {}
     real = DM.distill
@@ -82,7 +82,8 @@ def capture_init_pool(monkeypatch):
 
 
 def _run(tmp_path, mode, ipc=2, **over):
-    from pd_plugins.runner import Run, RunConfig
+    from pd_plugins.config import RunConfig
+    from pd_plugins.pipeline.runner import Run
 
     values = {"pruner": "el2n-window", "pruner_options": EL2N_TINY, "mode": mode, "distiller": "dm", "ipc": ipc,
               "distiller_options": {"iterations": 1}, "evaluator": "none", "model_options": {"width": 8},

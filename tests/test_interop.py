@@ -12,13 +12,13 @@ import torch
 from click.testing import CliRunner
 
 from pd_plugins.cli import cli
-from pd_plugins.interop import (SyntheticSet, read_synthetic, write_imagefolder, write_pt, write_safetensors,
+from pd_plugins.data.interop import (SyntheticSet, read_synthetic, write_imagefolder, write_pt, write_safetensors,
                                 export_distilled)
 
 
 @pytest.fixture(scope="module")
 def train():
-    from pd_plugins.datasets import digits
+    from pd_plugins.data.builtin import digits
 
     return digits(None).train
 
@@ -224,7 +224,8 @@ def test_subset_with_keep_is_refused(tmp_path):
 @pytest.fixture
 def fake_run(tmp_path, train):
     """A run directory holding only what export reads: config.json and distill.pt."""
-    from pd_plugins.runner import Run, RunConfig
+    from pd_plugins.config import RunConfig
+    from pd_plugins.pipeline.runner import Run
 
     run_dir = tmp_path / "run"
     run = Run(RunConfig(out=str(run_dir), distiller="dm", evaluator="none"))
@@ -255,7 +256,7 @@ def test_export_soft_labels_to_imagefolder_is_refused_and_writes_nothing(tmp_pat
 
 
 def test_failed_write_leaves_nothing(tmp_path, train, monkeypatch):
-    from pd_plugins import interop
+    from pd_plugins.data import interop
 
     def boom(syn, like, path):
         raise OSError("disk full")

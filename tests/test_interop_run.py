@@ -77,7 +77,7 @@ def test_exported_subset_drives_a_run(run_dir, tmp_path):
     # the JSON export reads back to the same indices
     js = tmp_path / "subset.json"
     ok(["export", str(run_dir), "--what", "subset", "--to", str(js)])
-    from pd_plugins.subset import read_indices
+    from pd_plugins.data.subset import read_indices
 
     assert read_indices(js) == read_indices(sub) == prune["source_index"].tolist()
     assert json.loads(js.read_text())["labels"] == [int(v) for v in

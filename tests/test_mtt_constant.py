@@ -4,9 +4,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pd_plugins.context import RunContext
-from pd_plugins.distillers.mtt import TrajectoryObjective
-from pd_plugins.experts import ExpertRecipe
+from pd_plugins.pipeline.context import RunContext
+from pd_plugins.distillation.mtt import TrajectoryObjective
+from pd_plugins.distillation.experts import ExpertRecipe
 
 
 @pytest.fixture(autouse=True)

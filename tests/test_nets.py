@@ -1,4 +1,4 @@
-"""Tests for the backbone zoo (pd_plugins.nets). Fast: tiny widths, batches of 2."""
+"""Tests for the backbone zoo (pd_plugins.training.models). Fast: tiny widths, batches of 2."""
 import copy
 import inspect
 
@@ -7,8 +7,8 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from pd_plugins import nets
-from pd_plugins.nets import MODEL_FACTORIES, convnet, count_parameters, make_norm, resnet18, vit
+from pd_plugins.training import models as nets
+from pd_plugins.training.models import MODEL_FACTORIES, convnet, count_parameters, make_norm, resnet18, vit
 
 # Small option sets that keep every model cheap on a CPU.
 TINY = {
@@ -256,7 +256,7 @@ def test_count_parameters():
 
 
 def test_run_model_keeps_its_options_when_named_explicitly():
-    from pd_plugins.context import RunContext
+    from pd_plugins.pipeline.context import RunContext
 
     ctx = RunContext(model="convnet", model_options={"width": 8, "depth": 2})
     own = ctx.make_model(1, 10, (8, 8), name="convnet")  # e.g. the cross-architecture table's first column

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pd_plugins.context import RunContext
+from pd_plugins.pipeline.context import RunContext
 from pd_plugins.errors import DivergenceError, OptionsError
 
 
@@ -43,7 +43,7 @@ def test_registered_with_recommended_keep(host):
 
 
 def test_distances():
-    from pd_plugins.distillers.dc import match_distance
+    from pd_plugins.distillation.dc import match_distance
 
     a = [torch.randn(4, 3, 3, 3), torch.randn(4)]
     assert match_distance(a, a, "ours").abs() < 1e-4          # identical gradients -> 0
@@ -56,7 +56,7 @@ def test_distances():
 
 
 def test_loops_need_explicit_counts_for_unpublished_ipc(host, tiny, tmp_path):
-    from pd_plugins.distillers.dc import loops_for
+    from pd_plugins.distillation.dc import loops_for
 
     assert loops_for(10, 0, 0) == (10, 50)
     with pytest.raises(OptionsError, match="outer_loop"):
@@ -65,7 +65,7 @@ def test_loops_need_explicit_counts_for_unpublished_ipc(host, tiny, tmp_path):
 
 @pytest.mark.parametrize("name", ["dc", "dsa"])
 def test_gradient_matching_reaches_images_and_decreases(host, tiny, tmp_path, name):
-    from pd_plugins.synthetic import class_major_labels, initial_images
+    from pd_plugins.distillation.synthetic import class_major_labels, initial_images
 
     ctx = _ctx(tmp_path)
     obj = _distiller(host, name, batch_real=4, outer_loop=1, inner_loop=1).objective()
@@ -116,7 +116,7 @@ def test_mtt_experts_cached_lr_learned_and_loss_decreases(host, tiny, tmp_path):
 
 
 def test_mtt_loss_decreases_on_fixed_expert(host, tiny, tmp_path):
-    from pd_plugins.synthetic import class_major_labels, initial_images
+    from pd_plugins.distillation.synthetic import class_major_labels, initial_images
 
     ctx = _ctx(tmp_path)
     obj = _mtt(host, experts=1).objective()
@@ -155,7 +155,7 @@ class _Kill(Exception):
 
 @pytest.mark.parametrize("name", ["dsa", "mtt"])
 def test_resume_is_bit_exact(host, tiny, tmp_path, monkeypatch, name):
-    from pd_plugins import synthetic
+    from pd_plugins.distillation import synthetic
 
     def make():
         if name == "mtt":
@@ -209,7 +209,7 @@ def test_experts_command_caches_and_resumes(host, tmp_path, monkeypatch):
 
 def _digits_quick(host, digits_splits, tmp_path, name, ipc, **opts):
     """Distill digits with ``name``'s quick budget; returns (distilled acc, random real subset acc)."""
-    from pd_plugins.evaluate import StepEvaluator
+    from pd_plugins.training.evaluate import StepEvaluator
 
     train, test = digits_splits.train, digits_splits.test
     ctx = RunContext(seed=0, cache_dir=tmp_path / "cache", stage="distill")

@@ -59,7 +59,7 @@ def test_example_plugin_is_listed_and_runs(plugin_env, tmp_path):
     assert torch.isfinite(scores).all() and scores.max() <= 2
     dropped = torch.ones(len(scores), dtype=torch.bool)
     dropped[kept] = False
-    from pd_plugins.datasets import digits
+    from pd_plugins.data.builtin import digits
 
     labels = digits(None).train.hard_labels
     for c in range(10):
@@ -72,7 +72,7 @@ def test_example_plugin_is_listed_and_runs(plugin_env, tmp_path):
 
 
 def _class_counts():
-    from pd_plugins.datasets import digits
+    from pd_plugins.data.builtin import digits
 
     import torch
 

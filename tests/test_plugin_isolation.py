@@ -24,22 +24,22 @@ from pd_plugins import hookimpl
 
 @hookimpl
 def register_pruners(register):
-    register("copycat-extra", "pd_plugins.pruners.random:RandomPruner", summary="registered next to the clash")
-    register("random", "pd_plugins.pruners.random:RandomPruner", summary="a second 'random'")
+    register("copycat-extra", "pd_plugins.pruning.random:RandomPruner", summary="registered next to the clash")
+    register("random", "pd_plugins.pruning.random:RandomPruner", summary="a second 'random'")
 '''),
     "pd-override": ("1.0", "override", '''
 from pd_plugins import hookimpl
 
 @hookimpl
 def register_pruners(register):
-    register("random", "pd_plugins.pruners.random:RandomPruner", summary="override's random", replace=True)
+    register("random", "pd_plugins.pruning.random:RandomPruner", summary="override's random", replace=True)
 '''),
     "pd-wrongkind": ("0.3", "wrongkind", '''
 from pd_plugins import hookimpl
 
 @hookimpl
 def register_pruners(register):
-    register("dm-as-pruner", "pd_plugins.distillers.dm:DM", summary="a distiller registered as a pruner")
+    register("dm-as-pruner", "pd_plugins.distillation.dm:DM", summary="a distiller registered as a pruner")
 '''),
     "pd-eagerkind": ("0.2", "eagerkind", '''
 from pd_plugins import hookimpl

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from pd_plugins.errors import DataError, OptionsError
-from pd_plugins.selection import class_kl, select
+from pd_plugins.pruning.selection import class_kl, select
 
 TINY = {"scorer_options": {"width": 8, "depth": 2}, "batch": 64, "augment": False}
 
@@ -30,7 +30,7 @@ def test_easy_and_hard_are_complementary_at_half():
 
 
 def test_window_picks_the_percentile_band_per_class():
-    from pd_plugins.pruners.el2n import EL2NWindowPruner
+    from pd_plugins.pruning.el2n import EL2NWindowPruner
 
     y = _labels((50, 100, 30))
     g = torch.Generator().manual_seed(0)
@@ -68,7 +68,7 @@ def test_empty_class_is_an_error_unless_allowed():
 # -- options ---------------------------------------------------------------------------------
 @pytest.mark.parametrize("window,keep", [("0.7,0.8", 0.1), ("70,80", 0.1), ("0,50", 0.5), ("[20, 30]", 0.1)])
 def test_window_forms_and_implied_keep(window, keep):
-    from pd_plugins.pruners.el2n import EL2NWindowPruner
+    from pd_plugins.pruning.el2n import EL2NWindowPruner
 
     assert EL2NWindowPruner.resolve_options({"window": window}).implied_keep() == pytest.approx(keep)
 
@@ -79,7 +79,7 @@ def test_window_forms_and_implied_keep(window, keep):
     ({"window": "1,2,3"}, "2 values"),
 ])
 def test_bad_el2n_options(values, msg):
-    from pd_plugins.pruners.el2n import EL2NWindowPruner
+    from pd_plugins.pruning.el2n import EL2NWindowPruner
 
     with pytest.raises(OptionsError, match=msg):
         EL2NWindowPruner.resolve_options(values)
@@ -89,14 +89,15 @@ def test_bad_el2n_options(values, msg):
 def test_bad_trial_counts(cls, values):
     import importlib
 
-    mod = importlib.import_module(f"pd_plugins.pruners.{cls}")
+    mod = importlib.import_module(f"pd_plugins.pruning.{cls}")
     pruner = mod.LossEasyPruner if cls == "loss" else mod.EarlyLossPruner
     with pytest.raises(OptionsError):
         pruner.resolve_options(values)
 
 
 def test_runner_rejects_keep_disagreeing_with_window(host):
-    from pd_plugins.runner import Run, RunConfig
+    from pd_plugins.config import RunConfig
+    from pd_plugins.pipeline.runner import Run
 
     with pytest.raises(OptionsError, match="disagrees"):
         Run(RunConfig(pruner="el2n-window", keep=0.3, pruner_options={"window": "70,80"}, distiller="none"))
@@ -116,7 +117,7 @@ def small(digits_splits):
 
 
 def test_statistics_match_their_definitions(small, ctx):
-    from pd_plugins.scoring import sample_statistic
+    from pd_plugins.pruning.scoring import sample_statistic
 
     with ctx.fork_rng("net"):
         net = ctx.make_model(small.channels, small.num_classes, small.im_size, name="convnet", width=8, depth=2)
@@ -133,7 +134,7 @@ def test_statistics_match_their_definitions(small, ctx):
 
 
 def _count_training(monkeypatch):
-    from pd_plugins import scoring
+    from pd_plugins.pruning import scoring
 
     calls = []
     real = scoring.train_scorer
@@ -147,8 +148,8 @@ def _count_training(monkeypatch):
 
 
 def test_cache_is_reused_across_keep_direction_and_window(small, ctx, tmp_path, monkeypatch):
-    from pd_plugins.pruners.el2n import EL2NWindowPruner
-    from pd_plugins.pruners.loss import LossEasyPruner, LossHardPruner
+    from pd_plugins.pruning.el2n import EL2NWindowPruner
+    from pd_plugins.pruning.loss import LossEasyPruner, LossHardPruner
 
     monkeypatch.delenv("PD_CACHE_DIR", raising=False)
     ctx.cache_dir = tmp_path / "cache"
@@ -174,7 +175,7 @@ def test_cache_is_reused_across_keep_direction_and_window(small, ctx, tmp_path, 
 
 def test_scorer_model_options_and_stage_key_the_cache(small, ctx, tmp_path, monkeypatch):
     """A scorer of the run's model inherits the run's model options: changing one re-scores."""
-    from pd_plugins.pruners.loss import LossEasyPruner
+    from pd_plugins.pruning.loss import LossEasyPruner
 
     monkeypatch.delenv("PD_CACHE_DIR", raising=False)
     ctx.cache_dir = tmp_path / "cache"
@@ -197,7 +198,8 @@ def test_scorer_model_options_and_stage_key_the_cache(small, ctx, tmp_path, monk
 
 
 def test_prune_fingerprint_follows_the_scorer_model_options(host, tmp_path):
-    from pd_plugins.runner import Run, RunConfig
+    from pd_plugins.config import RunConfig
+    from pd_plugins.pipeline.runner import Run
 
     def fp(pruner, scorer_options, **model_options):
         popts = {"scorer_options": scorer_options} if pruner != "random" else {}
@@ -212,7 +214,7 @@ def test_prune_fingerprint_follows_the_scorer_model_options(host, tmp_path):
 
 
 def test_corrupt_cache_entry_warns_and_recomputes(small, ctx, tmp_path, monkeypatch):
-    from pd_plugins.pruners.early_loss import EarlyLossPruner
+    from pd_plugins.pruning.early_loss import EarlyLossPruner
 
     monkeypatch.delenv("PD_CACHE_DIR", raising=False)
     ctx.cache_dir = tmp_path / "cache"
@@ -231,7 +233,7 @@ def test_corrupt_cache_entry_warns_and_recomputes(small, ctx, tmp_path, monkeypa
 
 
 def test_scores_are_seeded_and_average_runs(small, ctx):
-    from pd_plugins.pruners.early_loss import EarlyLossPruner
+    from pd_plugins.pruning.early_loss import EarlyLossPruner
 
     p = EarlyLossPruner(EarlyLossPruner.resolve_options({**TINY, "trials": 2}))
     a, b = p.score(small, ctx), p.score(small, ctx)
@@ -239,7 +241,7 @@ def test_scores_are_seeded_and_average_runs(small, ctx):
 
 
 def test_checkpoint_scorer_and_mismatch(small, ctx, tmp_path):
-    from pd_plugins.pruners.loss import LossHardPruner
+    from pd_plugins.pruning.loss import LossHardPruner
 
     with ctx.fork_rng("ckpt"):
         net = ctx.make_model(small.channels, small.num_classes, small.im_size, name="convnet", width=8, depth=2)
@@ -275,7 +277,7 @@ class _FixedLoss(torch.nn.Module):
 
 @pytest.mark.parametrize("rho,b", [(0.1, 10), (0.25, 10), (0.5, 7), (0.3, 1)])
 def test_runtime_prune_drops_the_highest_losses(rho, b):
-    from pd_plugins.runtime_prune import RuntimePrune
+    from pd_plugins.pruning.runtime_prune import RuntimePrune
 
     vals = torch.randperm(b, generator=torch.Generator().manual_seed(b)).float()
     real = vals.view(b, 1, 1, 1).expand(b, 1, 2, 2).contiguous()
@@ -289,7 +291,7 @@ def test_runtime_prune_drops_the_highest_losses(rho, b):
 
 
 def test_runtime_prune_rejects_bad_fraction():
-    from pd_plugins.runtime_prune import RuntimePrune
+    from pd_plugins.pruning.runtime_prune import RuntimePrune
 
     with pytest.raises(ValueError):
         RuntimePrune(1.0)
@@ -299,7 +301,7 @@ def test_runtime_prune_rejects_bad_fraction():
 def test_prune_report_files(digits_splits, tmp_path):
     import json
 
-    from pd_plugins.prune_report import write_prune_report
+    from pd_plugins.pruning.report import write_prune_report
     from pd_plugins.types import PruneResult
 
     train = digits_splits.train

@@ -9,8 +9,8 @@ from conftest import shared_file
 
 @pytest.mark.slow
 def test_mnist_easy_hard_and_mislabels(ctx, tmp_path, monkeypatch):
-    from pd_plugins.datasets import npz
-    from pd_plugins.pruners.loss import LossEasyPruner, LossHardPruner
+    from pd_plugins.data.builtin import npz
+    from pd_plugins.pruning.loss import LossEasyPruner, LossHardPruner
 
     monkeypatch.delenv("PD_CACHE_DIR", raising=False)
     ctx.cache_dir = tmp_path / "cache"  # loss-hard reuses loss-easy's scores

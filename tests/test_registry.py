@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from pd_plugins import hookimpl
 from pd_plugins.errors import PluginLoadError, RegistryError, UnknownNameError
 
-RANDOM = "pd_plugins.pruners.random:RandomPruner"
+RANDOM = "pd_plugins.pruning.random:RandomPruner"
 
 
 class Provider:
@@ -71,7 +71,7 @@ def test_conflicting_plugin_drops_its_entries_of_every_kind(host):
     class Both:
         @hookimpl
         def register_datasets(self, register):
-            register("both-ds", "pd_plugins.datasets:digits")
+            register("both-ds", "pd_plugins.data.builtin:digits")
 
         @hookimpl
         def register_pruners(self, register):
@@ -100,7 +100,9 @@ def test_replace_true_overrides_builtin(host, capsys):
     host.register(Provider("random", replace=True), name="override", dist="pd-override", version="1.0")
     entry = host.registries()["pruner"].get("random")
     assert entry.plugin == "override" and entry.summary == "from random"
-    assert entry.replaces == "plugin 'pd_plugins.default_plugins.pruners' (pd-plugins 0.1.0)"
+    from pd_plugins import __version__
+
+    assert entry.replaces == f"plugin 'pd_plugins.default_plugins.pruners' (pd-plugins {__version__})"
     assert entry.to_json()["replaces"] == entry.replaces
     item = next(p for p in host.plugin_list() if p["name"] == "override")
     assert item["replaces"] == [f"pruner 'random' of {entry.replaces}"]
@@ -134,11 +136,11 @@ def test_wrong_kind_class_skips_the_plugin(host, capsys):
 
 
 @pytest.mark.parametrize("kind, factory, reason", [
-    ("pruner", "pd_plugins.distillers.dm:DM", "DM is a distiller"),
-    ("distiller", "pd_plugins.pruners.random:RandomPruner", "RandomPruner is a pruner"),
-    ("evaluator", "pd_plugins.datasets:digits", "digits is not an evaluator class"),
-    ("model", "pd_plugins.evaluate:StepEvaluator", "StepEvaluator is an evaluator"),
-    ("dataset", "pd_plugins.datasets:KINDS_THAT_DO_NOT_EXIST", "could not be loaded"),
+    ("pruner", "pd_plugins.distillation.dm:DM", "DM is a distiller"),
+    ("distiller", "pd_plugins.pruning.random:RandomPruner", "RandomPruner is a pruner"),
+    ("evaluator", "pd_plugins.data.builtin:digits", "digits is not an evaluator class"),
+    ("model", "pd_plugins.training.evaluate:StepEvaluator", "StepEvaluator is an evaluator"),
+    ("dataset", "pd_plugins.data.builtin:KINDS_THAT_DO_NOT_EXIST", "could not be loaded"),
 ])
 def test_wrong_kind_lazy_factory_refused_on_load(host, kind, factory, reason):
     class Lazy:
@@ -198,7 +200,7 @@ def test_failed_plugin_registers_nothing(host, capsys):
     class Half:
         @hookimpl
         def register_datasets(self, register):
-            register("half-ds", "pd_plugins.datasets:digits")
+            register("half-ds", "pd_plugins.data.builtin:digits")
 
         @hookimpl
         def register_pruners(self, register):
@@ -375,7 +377,8 @@ def test_hookcall_monitoring_and_tracing_see_provider_hooks(monkeypatch, capsys)
 
 def test_run_context_uses_the_run_host(host, tmp_path):
     from pd_plugins.plugins import Host
-    from pd_plugins.runner import Run, RunConfig
+    from pd_plugins.config import RunConfig
+    from pd_plugins.pipeline.runner import Run
 
     built = []
 

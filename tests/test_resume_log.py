@@ -15,8 +15,9 @@ def _rows(out):
 
 
 def test_resumed_distill_logs_each_iteration_once(tmp_path, monkeypatch):
-    from pd_plugins import objectives
-    from pd_plugins.runner import Run, RunConfig
+    from pd_plugins.distillation import objectives
+    from pd_plugins.config import RunConfig
+    from pd_plugins.pipeline.runner import Run
 
     cfg = dict(dataset="digits", distiller="dm", ipc=1, evaluator="none", budget="quick", checkpoint_every=3,
                distiller_options={"iterations": 8, "log_every": 1, "batch_real": 16}, progress=False,
@@ -43,7 +44,7 @@ def test_resumed_distill_logs_each_iteration_once(tmp_path, monkeypatch):
 
 
 def test_rewind_keeps_other_stages_and_earlier_steps():
-    from pd_plugins.runner import _logged_at_or_after
+    from pd_plugins.pipeline.runner import _logged_at_or_after
 
     assert _logged_at_or_after('{"stage": "distill", "step": 4}', "distill", 3)
     assert not _logged_at_or_after('{"stage": "distill", "step": 2}', "distill", 3)

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from pd_plugins.context import RunContext
+from pd_plugins.pipeline.context import RunContext
 from pd_plugins.errors import DataError, OptionsError
-from pd_plugins.zca import EPS, ZCA, in_set_space, unit_images
+from pd_plugins.data.zca import EPS, ZCA, in_set_space, unit_images
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +88,7 @@ def _ctx(tmp_path):
 
 
 def test_expert_cache_is_keyed_on_zca(host, tiny, tmp_path):
-    from pd_plugins.experts import expert_dir
+    from pd_plugins.distillation.experts import expert_dir
 
     ctx = _ctx(tmp_path)
     plain = _mtt(host)
@@ -120,9 +120,10 @@ def test_mtt_zca_distills_in_zca_space(host, tiny, tmp_path):
 
 
 def test_zca_run_stores_exports_and_re_applies_the_transform(host, tmp_path):
-    from pd_plugins.interop import evaluate_images, export_distilled, read_synthetic
+    from pd_plugins.data.interop import evaluate_images, export_distilled, read_synthetic
     from pd_plugins.io import safe_torch_load
-    from pd_plugins.runner import Run, RunConfig
+    from pd_plugins.config import RunConfig
+    from pd_plugins.pipeline.runner import Run
 
     common = dict(evaluator_options={"epochs": 3}, eval_repeats=1, progress=False, device="cpu",
                   model_options={"width": 8})
@@ -155,7 +156,7 @@ def test_zca_run_stores_exports_and_re_applies_the_transform(host, tmp_path):
 
 
 def test_a_half_stored_transform_is_refused(tmp_path, pool):
-    from pd_plugins.interop import read_synthetic
+    from pd_plugins.data.interop import read_synthetic
 
     imgs = pool.images(torch.arange(20))
     labels = torch.arange(10).repeat(2)

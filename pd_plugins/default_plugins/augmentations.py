@@ -1,7 +1,7 @@
 """Built-in augmentations: kornia-based DSA and the identity."""
 from pd_plugins import hookimpl
 
-_M = "pd_plugins.augment"
+_M = "pd_plugins.training.augment"
 
 
 @hookimpl

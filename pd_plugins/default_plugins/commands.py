@@ -19,7 +19,7 @@ def register_commands(cli):
         fingerprint, model, optimiser, augmentation and seed; an interrupted run resumes at the
         first missing expert, and `pd-run run --distiller mtt` reuses them.
         """
-        from pd_plugins.runner import Run
+        from pd_plugins.pipeline.runner import Run
 
         ctx.meta["pd_traceback"] = params.get("traceback", False)
         params["distiller"] = "mtt"

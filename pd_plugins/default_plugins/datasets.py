@@ -1,7 +1,7 @@
 """Built-in datasets (lazy: nothing heavy is imported until a dataset is loaded)."""
 from pd_plugins import hookimpl
 
-_M = "pd_plugins.datasets"
+_M = "pd_plugins.data.builtin"
 
 
 @hookimpl

@@ -1,7 +1,7 @@
 """Built-in distillers."""
 from pd_plugins import hookimpl
 
-_M = "pd_plugins.distillers"
+_M = "pd_plugins.distillation"
 
 
 @hookimpl

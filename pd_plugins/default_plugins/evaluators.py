@@ -1,7 +1,7 @@
 """Built-in evaluation protocols, named for the paper tables they reproduce (algorithms.md section 6)."""
 from pd_plugins import hookimpl
 
-_M = "pd_plugins.evaluate"
+_M = "pd_plugins.training.evaluate"
 
 
 @hookimpl

@@ -1,7 +1,7 @@
 """Built-in generative priors for GLaD/LD3M and the `pd-run prior` command group."""
 from pd_plugins import hookimpl
 
-_M = "pd_plugins.generative"
+_M = "pd_plugins.distillation.generative"
 
 
 @hookimpl
@@ -14,6 +14,6 @@ def register_generators(register):
 
 @hookimpl
 def register_commands(cli):
-    from pd_plugins.generative.commands import prior
+    from pd_plugins.distillation.generative.commands import prior
 
     cli.add_command(prior)

@@ -1,7 +1,7 @@
 """Built-in backbones (DC/MTT ConvNet family and the cross-architecture zoo)."""
 from pd_plugins import hookimpl
 
-_M = "pd_plugins.nets"
+_M = "pd_plugins.training.models"
 
 
 @hookimpl

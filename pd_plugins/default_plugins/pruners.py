@@ -1,7 +1,7 @@
 """Built-in pruners."""
 from pd_plugins import hookimpl
 
-_M = "pd_plugins.pruners"
+_M = "pd_plugins.pruning"
 
 
 @hookimpl

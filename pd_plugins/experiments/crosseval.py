@@ -13,12 +13,11 @@ import csv
 import io as _io
 import inspect
 import statistics
-from pathlib import Path
 from typing import Mapping, Sequence, Union
 
-from ..errors import DataError, OptionsError
-from ..io import atomic_write_json, atomic_write_text, read_json
-from ..types import sha256_json
+from pd_plugins.errors import DataError, OptionsError
+from pd_plugins.io import atomic_write_json, atomic_write_text, read_json
+from pd_plugins.types import sha256_json
 
 
 def finished_stages(run):
@@ -143,6 +142,6 @@ def csv_table(cross: dict) -> str:
 def eval_run_dir(run_dir, models: Sequence[str], repeats: Union[int, Mapping[str, int]], *, overwrite: bool = False,
                  progress: bool = False) -> dict:
     """Load a run directory and cross-evaluate it (the body of ``pd-run eval --models``)."""
-    from .reeval import load_run
+    from pd_plugins.experiments.reeval import load_run
 
     return cross_eval(load_run(run_dir, progress=progress), models, repeats, overwrite=overwrite)

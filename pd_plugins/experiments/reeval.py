@@ -17,16 +17,16 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
-from ..errors import DataError, OptionsError, StageExistsError
-from ..io import atomic_write_json, read_json
-from ..types import sha256_json
+from pd_plugins.errors import DataError, OptionsError, StageExistsError
+from pd_plugins.io import atomic_write_json, read_json
+from pd_plugins.types import sha256_json
 
 VARIANTS_DIR = "evals"
 
 
 def load_run(run_dir, *, progress: bool = False):
-    """The :class:`~pd_plugins.runner.Run` of an existing run directory."""
-    from ..runner import Run, load_run_config
+    """The :class:`~pd_plugins.pipeline.runner.Run` of an existing run directory."""
+    from pd_plugins.pipeline.runner import Run, load_run_config
 
     if not (Path(run_dir) / "config.json").exists():
         raise DataError(f"{run_dir} is not a run directory (no config.json)")
@@ -38,7 +38,7 @@ def load_run(run_dir, *, progress: bool = False):
 def resolve_variant(run, evaluator: Optional[str] = None, options: Optional[dict] = None,
                     eval_repeats: Optional[int] = None):
     """``(canonical name, evaluator instance, resolved options as a dict)`` of a re-evaluation of ``run``."""
-    from ..options import as_dict
+    from pd_plugins.options import as_dict
 
     reg = run.regs["evaluator"]
     if evaluator is None and run.cfg.evaluator == "none":
@@ -70,7 +70,7 @@ def evaluate_variant(run_dir, *, evaluator: Optional[str] = None, options: Optio
     An existing identical evaluation raises :class:`StageExistsError` unless ``overwrite``
     (recompute it) or ``reuse`` (return it).
     """
-    from .crosseval import finished_stages
+    from pd_plugins.experiments.crosseval import finished_stages
 
     run = load_run(run_dir, progress=progress)
     name, ev, opts = resolve_variant(run, evaluator, options, eval_repeats)
@@ -106,7 +106,7 @@ def list_variants(run_dir) -> list[dict]:
 
 
 def _matches(variant: dict, selector: dict, regs) -> bool:
-    from ..options import as_dict, coerce
+    from pd_plugins.options import as_dict, coerce
 
     want = selector.get("evaluator")
     if want is not None and regs.get(want).name != variant.get("evaluator"):
@@ -140,7 +140,7 @@ def read_evaluation(run_dir, selector: Optional[dict] = None) -> Optional[dict]:
     unknown = set(selector) - {"evaluator", "options"}
     if unknown:
         raise OptionsError(f"an evaluation selector takes 'evaluator' and 'options', not {', '.join(sorted(unknown))}")
-    from ..plugins import registries
+    from pd_plugins.plugins import registries
 
     regs = registries()["evaluator"]
     hits = [v for v in list_variants(run_dir) if _matches(v, selector, regs)]

@@ -17,11 +17,11 @@ import statistics
 from pathlib import Path
 from typing import Any, Optional
 
-from ..errors import DataError
-from ..io import atomic_path, atomic_write_text, read_json
-from ..paths import expect_output_dir
-from .reeval import read_evaluation, selector_label
-from .sweep import load_summary
+from pd_plugins.errors import DataError
+from pd_plugins.io import atomic_path, atomic_write_text, read_json
+from pd_plugins.paths import expect_output_dir
+from pd_plugins.experiments.reeval import read_evaluation, selector_label
+from pd_plugins.experiments.sweep import load_summary
 
 GROUP_FIELDS = ("dataset", "distiller", "ipc", "pruner", "keep", "window")
 

@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from ..errors import DataError, OptionsError, PdPluginsError
-from ..io import atomic_write_json, read_json
-from ..paths import expect_dir, expect_output_dir
+from pd_plugins.errors import DataError, OptionsError, PdPluginsError
+from pd_plugins.io import atomic_write_json, read_json
+from pd_plugins.paths import expect_dir, expect_output_dir
 
 OPTION_GROUPS = ("dataset_options", "pruner_options", "distiller_options", "model_options",
                  "augmentation_options", "evaluator_options")
@@ -38,7 +38,7 @@ class Sweep:
 
     @classmethod
     def load(cls, path) -> "Sweep":
-        from ..cli import load_config_file
+        from pd_plugins.config import load_config_file
 
         values = load_config_file(str(path))
         unknown = set(values) - {"name", "grid", "fixed", "out"}
@@ -60,7 +60,7 @@ class Sweep:
 
     def cells(self) -> list[dict]:
         """One dict per grid point: ``id``, ``axes`` (the varying values) and ``config``."""
-        from ..runner import RunConfig
+        from pd_plugins.config import RunConfig
 
         valid = {f for f in RunConfig().to_dict()}
         for key in [k for g in self.grids for k in g] + list(self.fixed):
@@ -120,7 +120,8 @@ def cell_id(axes: dict, order: list[str]) -> str:
 
 def cell_state(cfg_values: dict, out: Path) -> str:
     """``new``, ``finished`` (same config, every stage done), ``resume`` or ``changed``."""
-    from ..runner import Run, RunConfig
+    from pd_plugins.config import RunConfig
+    from pd_plugins.pipeline.runner import Run
 
     run = Run(RunConfig.from_dict({**cfg_values, "out": str(out)}))
     if not (out / "config.json").exists():
@@ -131,7 +132,7 @@ def cell_state(cfg_values: dict, out: Path) -> str:
         return "changed"
     stages = ["prune"] + (["distill"] if run.distiller else []) + (["eval"] if run.evaluator else [])
     done = run.manifest().get("stages", {})
-    from ..runner import ARTIFACTS
+    from pd_plugins.pipeline.runner import ARTIFACTS
 
     if all(done.get(s) and (out / ARTIFACTS[s]).exists() for s in stages):
         return "finished"
@@ -146,7 +147,8 @@ def run_cell(cfg_values: dict, out: str, overwrite: bool, threads: Optional[int]
             import torch
 
             torch.set_num_threads(threads)
-        from ..runner import Run, RunConfig
+        from pd_plugins.config import RunConfig
+        from pd_plugins.pipeline.runner import Run
 
         summary = Run(RunConfig.from_dict({**cfg_values, "out": out, "progress": False}), overwrite=overwrite,
                       quiet=True).execute()
@@ -228,7 +230,7 @@ class _RayExecutor:
 def run_sweep(sweep: Sweep, out, *, workers: int = 1, executor: str = "local", progress: bool = True,
               threads: Optional[int] = None) -> dict:
     """Run every missing or changed cell; returns (and writes ``OUT/sweep.json``) the summary."""
-    from ..context import RunContext  # noqa: F401  (import check before spawning workers)
+    from pd_plugins.pipeline.context import RunContext  # noqa: F401  (import check before spawning workers)
 
     out = Path(out)
     cells = sweep.cells()

@@ -1,0 +1,109 @@
+"""MTT expert trajectories: train networks on a real set and cache their per-epoch parameters.
+
+Each expert is a fresh backbone trained with SGD (MTT: lr 0.01, momentum 0, weight decay 0,
+batch 256, independent DSA); its flat fp32 parameter vector is stored at init and after
+every epoch, one atomic file per expert. The cache directory is keyed by the data
+fingerprint (the pruned set, with its indices), architecture and options, optimiser,
+augmentation and seed, so a repeated run reuses the experts and an interrupted run resumes
+at the first missing expert. ``pd-run experts`` and the ``mtt`` distiller share this code.
+"""
+from __future__ import annotations
+
+import warnings
+import zipfile
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from pd_plugins.pipeline.context import RunContext
+from pd_plugins.errors import DataError, OptionsError
+from pd_plugins.training.evaluate import TrainRecipe
+from pd_plugins.types import ImageDataset, sha256_json
+
+
+ExpertRecipe = TrainRecipe  # how experts are trained (part of the cache key)
+
+
+def flat_params(net: torch.nn.Module) -> torch.Tensor:
+    """All trainable parameters of ``net`` as one detached fp32 vector."""
+    return torch.cat([p.detach().reshape(-1).float().cpu() for p in net.parameters()])
+
+
+def expert_key(data: ImageDataset, ctx: RunContext, recipe: ExpertRecipe, zca=None) -> dict:
+    """Everything an expert trajectory depends on (``zca``: the transform ``data`` was whitened with)."""
+    return {
+        **({"zca": zca.identity()} if zca is not None else {}),
+        "data": data.fingerprint(), "size": len(data), "model": ctx.model, "model_options": ctx.model_options,
+        "channels": data.channels, "num_classes": data.num_classes, "im_size": list(data.im_size),
+        "optimiser": {"name": "sgd", "lr": recipe.lr, "momentum": recipe.momentum,
+                      "weight_decay": recipe.weight_decay, "batch": recipe.batch, "epochs": recipe.epochs},
+        "augmentation": {"name": ctx.augmentation, "options": ctx.augmentation_options} if recipe.augment else None,
+        "precision": ctx.precision, "seed": ctx.seed,
+    }
+
+
+def expert_dir(data: ImageDataset, ctx: RunContext, recipe: ExpertRecipe, zca=None) -> Path:
+    if ctx.cache_dir is None:
+        raise OptionsError("expert trajectories need a cache directory (RunContext.cache_dir / PD_CACHE_DIR)")
+    return Path(ctx.cache_dir) / "experts" / sha256_json(expert_key(data, ctx, recipe, zca))[:24]
+
+
+def expert_path(directory: Path, i: int) -> Path:
+    return directory / f"expert_{i:04d}.pt"
+
+
+def train_expert(data: ImageDataset, ctx: RunContext, recipe: ExpertRecipe, i: int) -> torch.Tensor:
+    """Train expert ``i``; returns its (epochs + 1, P) trajectory of flat parameters."""
+    with ctx.fork_rng("expert-net", i):
+        net = ctx.make_model(data.channels, data.num_classes, data.im_size)
+    aug = ctx.make_augmenter(data) if recipe.augment else None
+    g = ctx.generator("expert-train", i)
+    trajectory = [flat_params(net)]
+    for ep in range(recipe.epochs):
+        # momentum 0 in the MTT recipe, so a fresh optimiser per epoch is the same as one for all epochs
+        recipe.train(net, data, ctx, g, augmenter=aug, epochs=1, desc=f"expert {i} epoch {ep + 1}")
+        trajectory.append(flat_params(net))
+    return torch.stack(trajectory)
+
+
+def ensure_experts(data: ImageDataset, ctx: RunContext, recipe: ExpertRecipe, n: int, zca=None) -> tuple[Path, int]:
+    """Make sure experts ``0..n-1`` exist in the cache; returns the directory and how many were trained.
+
+    ``zca`` is the :class:`pd_plugins.data.zca.ZCA` that ``data`` was whitened with (``ZCA.apply``); it is
+    part of the cache key, so experts of different ZCA settings never mix.
+    """
+    from pd_plugins.io import atomic_torch_save, atomic_write_json
+
+    if recipe.momentum != 0.0 and recipe.epochs > 1:
+        raise OptionsError("expert training resumes per epoch with a fresh optimiser; momentum must be 0 (MTT recipe)")
+    if len(data) == 0:
+        raise DataError("cannot train experts on an empty set")
+    # a fixed stage name: the CLI command and the distiller produce the same experts
+    ectx = replace(ctx, stage="experts")
+    directory = expert_dir(data, ectx, recipe, zca)
+    directory.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(directory / "key.json", expert_key(data, ectx, recipe, zca))
+    trained = 0
+    for i in ctx.progress(range(n), total=n, desc="experts"):
+        path = expert_path(directory, i)
+        if path.exists():
+            if zipfile.is_zipfile(path):
+                continue
+            # a truncated or foreign file (torch.save writes a zip archive): retrain, never load it
+            warnings.warn(f"ignoring corrupt expert file {path}; retraining expert {i}", RuntimeWarning, stacklevel=2)
+        traj = train_expert(data, ectx, recipe, i)
+        atomic_torch_save({"trajectory": traj, "expert": i, "recipe": recipe.__dict__}, path)
+        trained += 1
+    return directory, trained
+
+
+def load_trajectory(directory: Path, i: int) -> torch.Tensor:
+    from pd_plugins.io import safe_torch_load
+
+    path = expert_path(directory, i)
+    entry = safe_torch_load(path, what=f"expert {i}")
+    traj = entry.get("trajectory") if isinstance(entry, dict) else None
+    if not isinstance(traj, torch.Tensor) or traj.dim() != 2 or traj.shape[0] < 2:
+        raise DataError(f"expert {i} file {path} holds no (epochs + 1, P) trajectory; delete it to retrain")
+    return traj

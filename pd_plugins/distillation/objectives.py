@@ -1,0 +1,151 @@
+"""Matching objectives and the pixel-space distiller that optimises images under them.
+
+An :class:`Objective` turns the current synthetic images into a loss. Pixel distillers
+(``dm``, ``dc``, ``dsa``, ``mtt``) optimise the images directly; generative-prior distillers
+(``glad``, ``ld3m``) decode latents into images and reuse the very same objectives, so each
+objective is written once.
+
+One *iteration* consists of ``steps_per_iteration()`` image updates; the objective is told
+when an iteration begins (DC/DM draw a fresh network), asked for a loss before each update,
+and told after each update (DC trains its network on the synthetic set in between).
+"""
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+import torch
+
+from pd_plugins.pipeline.context import RunContext
+from pd_plugins.types import ImageDataset
+
+
+class Objective:
+    """A distillation loss over synthetic images (graph-connected to the caller's leaves)."""
+
+    def extra_parameters(self) -> list[dict]:
+        """Extra learnable tensors as SGD param-group dicts, e.g.
+        ``{"params": [lr], "lr": lr_lr, "momentum": 0.5}`` (MTT's synthetic lr)."""
+        return []
+
+    def setup(self, data: ImageDataset, ipc: int, labels: torch.Tensor, ctx: RunContext) -> None:
+        """Called once before the first iteration with the real pool and synthetic labels."""
+
+    def steps_per_iteration(self) -> int:
+        return 1
+
+    def begin_iteration(self, it: int) -> None:
+        """Draw per-iteration state (fresh networks, expert choice, ...)."""
+
+    def loss(self, images: torch.Tensor, it: int, step: int) -> tuple[torch.Tensor, dict]:
+        """The loss to minimise and extra metrics to log."""
+        raise NotImplementedError
+
+    def after_step(self, images: torch.Tensor, it: int, step: int) -> None:
+        """Called after each image update with the detached images."""
+
+    def learned_lr(self) -> Optional[float]:
+        return None
+
+    def learned_labels(self) -> Optional[torch.Tensor]:
+        """Learned (soft) labels replacing the fixed hard ones in the result, if any."""
+        return None
+
+    def state(self) -> dict:
+        """Resumable objective state (tensors and plain values)."""
+        return {}
+
+    def load_state(self, state: dict) -> None:
+        pass
+
+
+class SyntheticOptimiser:
+    """The learnable synthetic tensors (images, or a generator's latents), their SGD
+    optimiser, the objective's extra parameters (e.g. MTT's lr), and the checkpointed loop.
+
+    Pixel and generative-prior distillers differ only in how one step computes gradients;
+    state, resume, the learned-lr metric and the divergence guard live here once.
+    """
+
+    def __init__(self, objective: Objective, tensors: dict[str, torch.Tensor], groups: list[dict], momentum: float):
+        self.objective = objective
+        self.tensors = tensors
+        self.opt = torch.optim.SGD(groups, lr=groups[0]["lr"], momentum=momentum)
+        extra = objective.extra_parameters()
+        self.extra_opt = torch.optim.SGD(extra, lr=1.0) if extra else None
+
+    def zero_grad(self) -> None:
+        self.opt.zero_grad(set_to_none=True)
+        if self.extra_opt is not None:
+            self.extra_opt.zero_grad(set_to_none=True)
+
+    def step(self) -> None:
+        self.opt.step()
+        if self.extra_opt is not None:
+            self.extra_opt.step()
+
+    def state(self) -> dict:
+        return {"tensors": {k: v.detach().cpu().clone() for k, v in self.tensors.items()},
+                "opt": self.opt.state_dict(),
+                "extra_opt": self.extra_opt.state_dict() if self.extra_opt is not None else None,
+                "objective": self.objective.state()}
+
+    def load_state(self, state: dict) -> None:
+        with torch.no_grad():
+            for k, v in self.tensors.items():
+                v.copy_(state["tensors"][k].to(v.device))
+        self.opt.load_state_dict(state["opt"])
+        if self.extra_opt is not None and state.get("extra_opt") is not None:
+            self.extra_opt.load_state_dict(state["extra_opt"])
+        self.objective.load_state(state.get("objective", {}))
+
+    def run(self, ctx: RunContext, iterations: int, step: Callable[[int], dict], *, desc: str, log_every: int) -> list[dict]:
+        """``iterate`` with resume, the learned lr logged as ``syn_lr`` and guarded (finite, > 0)."""
+        from pd_plugins.distillation.synthetic import iterate
+
+        def logged_step(it: int) -> dict:
+            metrics = step(it)
+            lr = self.objective.learned_lr()
+            if lr is not None:
+                metrics["syn_lr"] = lr
+            return metrics
+
+        return iterate(ctx, iterations, logged_step, self.state, self.load_state, desc=desc, log_every=log_every,
+                       watch=("loss", "syn_lr"), positive=("syn_lr",))
+
+
+def run_iteration(objective: Objective, images: torch.Tensor, optimiser: SyntheticOptimiser, it: int,
+                  steps: Optional[int] = None) -> dict:
+    """One iteration: ``steps`` (default all) image updates; returns the mean loss and extra metrics."""
+    objective.begin_iteration(it)
+    metrics: dict = {}
+    total = 0.0
+    n = objective.steps_per_iteration() if steps is None else steps
+    for s in range(n):
+        loss, extra_metrics = objective.loss(images, it, s)
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+        objective.after_step(images.detach(), it, s)
+        total += float(loss.detach())
+        metrics.update(extra_metrics)
+    metrics["loss"] = total / n
+    return metrics
+
+
+def distill_pixels(objective: Objective, data: ImageDataset, init_pool: ImageDataset, ipc: int, ctx: RunContext, *,
+                   name: str, iterations: int, lr_img: float, momentum: float, init: str, log_every: int,
+                   options: dict):
+    """Optimise synthetic images under ``objective`` with SGD; shared by every pixel distiller."""
+    from pd_plugins.distillation.synthetic import class_major_labels, initial_images
+    from pd_plugins.types import DistillResult
+
+    images = initial_images(init_pool, ipc, init, ctx.generator(name, "init"), ctx.device).requires_grad_(True)
+    labels = class_major_labels(data.num_classes, ipc)
+    objective.setup(data, ipc, labels, ctx)
+    optimiser = SyntheticOptimiser(objective, {"images": images}, [{"params": [images], "lr": lr_img}], momentum)
+    history = optimiser.run(ctx, iterations, lambda it: run_iteration(objective, images, optimiser, it),
+                            desc=name, log_every=log_every)
+    learned = objective.learned_labels()
+    return DistillResult(images=images.detach().cpu(), labels=learned if learned is not None else labels, ipc=ipc,
+                         distiller=name, options=options, lr=objective.learned_lr(), history=history,
+                         source=data.fingerprint())

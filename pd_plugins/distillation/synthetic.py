@@ -1,0 +1,132 @@
+"""Pieces every distiller shares: the real pool, synthetic initialisation, and the
+iteration loop with progress, logging, checkpoint/resume and the divergence guard."""
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+
+from pd_plugins.pipeline.context import RunContext
+from pd_plugins.errors import DataError, DivergenceError
+from pd_plugins.types import ImageDataset
+
+
+class RealPool:
+    """Per-class access to a real dataset, normalised per batch on the run's device."""
+
+    def __init__(self, data: ImageDataset, device: str = "cpu"):
+        self.data = data
+        self.device = device
+        self.pixels = data.pixels.to(device)
+        self.classes = [idx.to(device) for idx in data.by_class()]
+        self._mean = torch.tensor(data.mean, dtype=torch.float32, device=device).view(1, -1, 1, 1)
+        self._std = torch.tensor(data.std, dtype=torch.float32, device=device).view(1, -1, 1, 1)
+
+    @property
+    def num_classes(self) -> int:
+        return self.data.num_classes
+
+    def count(self, c: int) -> int:
+        return int(self.classes[c].numel())
+
+    def normalise(self, raw: torch.Tensor) -> torch.Tensor:
+        if self.data.normalized:
+            return raw.float()
+        return (raw.float() / self.data.pixel_max - self._mean) / self._std
+
+    def positions(self, c: int, n: int, generator: torch.Generator) -> torch.Tensor:
+        """Positions of the first ``n`` entries of a fresh random permutation of class ``c``."""
+        idx = self.classes[c]
+        if idx.numel() == 0:
+            raise DataError(f"class {c} has no real samples in the pool")
+        perm = torch.randperm(idx.numel(), generator=generator)[: min(n, idx.numel())]
+        return idx[perm.to(idx.device)]
+
+    def sample(self, c: int, n: int, generator: torch.Generator) -> torch.Tensor:
+        """``n`` random real images of class ``c`` (all of them if the class is smaller)."""
+        return self.normalise(self.pixels[self.positions(c, n, generator)])
+
+    def labels_of(self, positions: torch.Tensor) -> torch.Tensor:
+        return self.data.hard_labels.to(self.device)[positions]
+
+
+def class_major_labels(num_classes: int, ipc: int, device="cpu") -> torch.Tensor:
+    """``[0]*ipc + [1]*ipc + ...``: the fixed hard labels of a synthetic set."""
+    return torch.arange(num_classes, device=device).repeat_interleave(ipc)
+
+
+def initial_images(init_pool: ImageDataset, ipc: int, init: str, generator: torch.Generator, device="cpu") -> torch.Tensor:
+    """Class-major initial synthetic images: ``real`` draws ``ipc`` distinct samples per
+    class from ``init_pool`` (the pruned set); ``noise`` draws N(0, 1) in normalised space."""
+    k = init_pool.num_classes
+    c, (h, w) = init_pool.channels, init_pool.im_size
+    if init == "noise":
+        return torch.randn(k * ipc, c, h, w, generator=generator).to(device)
+    if init != "real":
+        raise DataError(f"unknown init {init!r}; use 'real' or 'noise'")
+    pool = RealPool(init_pool, "cpu")
+    chunks = []
+    for cls in range(k):
+        if pool.count(cls) < ipc:
+            raise DataError(
+                f"ipc {ipc} is larger than class {cls}'s {pool.count(cls)} samples in the (pruned) pool; "
+                "lower --ipc, keep more, or use init=noise"
+            )
+        chunks.append(pool.sample(cls, ipc, generator))
+    return torch.cat(chunks).to(device)
+
+
+def check_finite(name: str, value) -> bool:
+    v = float(value.detach()) if isinstance(value, torch.Tensor) else float(value)
+    return math.isfinite(v)
+
+
+def iterate(
+    ctx: RunContext,
+    total: int,
+    step: Callable[[int], dict],
+    get_state: Callable[[], dict],
+    set_state: Callable[[dict], None],
+    *,
+    desc: str,
+    log_every: int = 10,
+    watch: tuple[str, ...] = ("loss",),
+    positive: tuple[str, ...] = (),
+) -> list[dict]:
+    """Run ``step(it)`` for ``it`` in ``[start, total)``, resuming from the stage checkpoint.
+
+    ``step`` returns a metrics dict. If a watched metric becomes non-finite the loop stops
+    with :class:`DivergenceError` carrying the last finite state (from ``get_state``); so does
+    a ``positive`` metric (e.g. MTT's learned lr) that drops to zero or below.
+    Checkpoints hold ``get_state()`` plus the iteration and history; since every random draw
+    is keyed by the iteration number, a resumed run equals an uninterrupted one.
+    """
+    start = 0
+    history: list[dict] = []
+    saved = ctx.load_checkpoint()
+    if saved is not None:
+        start = int(saved["iteration"])
+        history = list(saved.get("history", []))
+        set_state(saved["state"])
+    ctx.rewind_log(start)  # rows a killed run logged past its last checkpoint are logged again below
+    last_good = get_state() if start < total else None
+    for it in ctx.progress(range(start, total), total=total, initial=start, desc=desc):
+        metrics = step(it)
+        bad = [k for k in watch if k in metrics and not check_finite(k, metrics[k])]
+        bad += [k for k in positive if k in metrics and k not in bad and not float(metrics[k]) > 0]
+        if bad:
+            raise DivergenceError(
+                f"{desc}: {', '.join(bad)} became non-finite (or non-positive) at iteration {it}; "
+                "kept the last finite synthetic set (lower the image/lr learning rates)",
+                state=last_good,
+            )
+        if it % log_every == 0 or it == total - 1:
+            row = {"iteration": it, **{k: float(v) for k, v in metrics.items()}}
+            history.append(row)
+            ctx.log(it, **metrics)
+        if ctx.should_checkpoint(it) and it + 1 < total:
+            ctx.save_checkpoint({"iteration": it + 1, "history": history, "state": get_state()})
+        last_good = get_state()
+    ctx.clear_checkpoint()
+    return history

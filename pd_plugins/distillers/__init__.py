@@ -1,1 +1,0 @@
-"""Built-in distillers: one module per method."""

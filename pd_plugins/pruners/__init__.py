@@ -1,1 +1,0 @@
-"""Built-in pruners: one module per method."""

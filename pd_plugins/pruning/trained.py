@@ -1,0 +1,87 @@
+"""Base of the pruners that score samples with trained scorer networks.
+
+``loss-easy``/``loss-hard``, ``el2n-window`` and ``early-loss`` differ only in the
+statistic, the number of training epochs before scoring, the number of averaged runs and
+the selection rule; everything else (recipe, batched scoring, caching, selection) is shared.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pd_plugins.options import option
+from pd_plugins.strategies import ScorePruner
+
+
+@dataclass(frozen=True)
+class ScorerOptions:
+    """Scorer recipe (MTT expert recipe by default) and selection flags shared by trained-scorer pruners."""
+
+    scorer: str = option("convnet", "scorer architecture from the model registry (resnet18 as in Moser et al.)")
+    scorer_options: dict = option({}, "scorer model options, e.g. width=32,depth=3")
+    lr: float = option(0.01, "scorer SGD learning rate (MTT expert recipe)")
+    momentum: float = option(0.0, "scorer SGD momentum (MTT expert recipe: 0)")
+    weight_decay: float = option(0.0, "scorer SGD weight decay (MTT expert recipe: 0)")
+    batch: int = option(256, "scorer training batch size")
+    augment: bool = option(True, "independent DSA (the run's augmentation) while training the scorer")
+    score_batch: int = option(512, "batch size of the scoring pass (>= 256)")
+    balanced: bool = option(True, "select per class (False: over the whole set)")
+    allow_empty: bool = option(False, "allow a class to keep 0 samples")
+
+    def validate(self):
+        if self.lr <= 0 or self.batch < 1 or self.score_batch < 1:
+            raise ValueError("lr must be > 0, batch and score_batch >= 1")
+        if self.momentum < 0 or self.weight_decay < 0:
+            raise ValueError("momentum and weight_decay must be >= 0")
+        for name in ("epochs", "trials", "models", "score_epoch"):  # counts a subclass may add
+            if getattr(self, name, 1) < 1:
+                raise ValueError(f"{name}{' (K)' if name == 'models' else ''} must be >= 1, got {getattr(self, name)}")
+
+
+class TrainedScorePruner(ScorePruner):
+    """Scores with :func:`pd_plugins.pruning.scoring.score_dataset`; subclasses set the procedure."""
+
+    statistic = "loss"
+    purpose = ""
+
+    def train_epochs(self) -> int:
+        return int(self.options.epochs)
+
+    def runs(self) -> int:
+        return int(getattr(self.options, "trials", 1))
+
+    def checkpoint(self):
+        return None
+
+    def recipe(self):
+        from pd_plugins.pruning.scoring import ScorerRecipe, parse_model_options
+
+        o = self.options
+        return ScorerRecipe(model=o.scorer, model_options=parse_model_options(o.scorer_options, o.scorer),
+                            epochs=self.train_epochs(), lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay,
+                            batch=o.batch, augment=o.augment, score_batch=o.score_batch)
+
+    def _procedure(self) -> dict:
+        return {"stat": self.statistic, "runs": self.runs(), "purpose": self.purpose, "checkpoint": self.checkpoint()}
+
+    def score(self, data, ctx):
+        from pd_plugins.pruning.scoring import score_dataset
+
+        scores, self._score_meta = score_dataset(data, ctx, self.recipe(), **self._procedure())
+        return scores
+
+    def context_identity(self, ctx):
+        from pd_plugins.pruning.scoring import scorer_identity
+
+        return {"scorer": scorer_identity(ctx, self.recipe(), **self._procedure())}
+
+    def selection(self, keep):
+        return {"keep": keep, "direction": self.direction(), "balanced": self.options.balanced,
+                "allow_empty": self.options.allow_empty}
+
+    def direction(self) -> str:
+        return "easy"
+
+    def prune(self, data, keep, ctx):
+        result = super().prune(data, keep, ctx)
+        result.meta = {**result.meta, "scoring": getattr(self, "_score_meta", {})}
+        return result

@@ -1,0 +1,2 @@
+"""Networks and how they are trained: backbones (``models``), DSA augmentation (``augment``),
+evaluation protocols (``evaluate``) and execution speed-ups (``accel``). Every stage uses them."""
