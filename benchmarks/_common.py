@@ -129,8 +129,13 @@ def provenance(entry_modules=(), plugins=()) -> dict:
     return {"commit": _git("rev-parse", "HEAD"),
             "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "dirty": bool(_git("status", "--porcelain", "--", *rel)),
-            "command": " ".join([Path(sys.executable).name, *sys.argv]),
+            "command": " ".join(["python", _relative(sys.argv[0]), *sys.argv[1:]]),
             "measures": {r: code_fingerprint(f.read_text()) for r, f in zip(rel, files)}}
+
+
+def _relative(path: str) -> str:
+    full = Path(path).resolve()
+    return str(full.relative_to(ROOT)) if ROOT in full.parents else path
 
 
 def current_fingerprints(root: Path = ROOT) -> set[str]:

@@ -12,13 +12,18 @@ import pytest
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
-@pytest.fixture
-def run_all(monkeypatch):
+def _load(monkeypatch, filename: str):
+    """A benchmarks/ module by path (they import ``_common`` from their own folder)."""
     monkeypatch.syspath_prepend(str(BENCH))
-    spec = importlib.util.spec_from_file_location("run_all_under_test", BENCH / "run_all.py")
+    spec = importlib.util.spec_from_file_location(f"{Path(filename).stem}_under_test", BENCH / filename)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
-    yield mod
+    return mod
+
+
+@pytest.fixture
+def run_all(monkeypatch):
+    yield _load(monkeypatch, "run_all.py")
     sys.modules.pop("_common", None)
 
 
@@ -65,11 +70,7 @@ def test_readme_table(run_all, tmp_path, monkeypatch):
 # -- provenance and staleness of benchmarks/results/ -----------------------------------------------
 @pytest.fixture
 def common(monkeypatch):
-    monkeypatch.syspath_prepend(str(BENCH))
-    spec = importlib.util.spec_from_file_location("common_under_test", BENCH / "_common.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return _load(monkeypatch, "_common.py")
 
 
 def _results():
