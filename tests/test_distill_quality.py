@@ -12,7 +12,7 @@ from tests.distill_quality import IdentityDistiller, paired_accuracy
 SEEDS = (0, 1, 2)
 SMALL_NET = {"width": 16}
 # Mean paired gain in test accuracy required of the fast checks (and every seed must gain).
-# Measured at this budget (1 thread): dm +0.20, dc +0.19, dsa +0.18, mtt +0.12.
+# Measured at this budget (means over seeds 0-2, one evaluation net): dm +0.20, dc +0.19, dsa +0.18, mtt +0.12.
 FAST_MARGIN = 0.05
 FAST = {
     "dm": {"iterations": 50, "batch_real": 32},
@@ -52,7 +52,7 @@ def test_identity_distiller_fails_the_check(digits_splits, tmp_path, fast_evalua
 
 
 # The slow version: the default ConvNet (width 128) and the quick evaluator (300 epochs), same tiny
-# distillation budgets. Measured (seed 0, 2 nets): dm +0.18, dc +0.15, dsa +0.25. At ipc 10 with the quick
+# distillation budgets. Measured (seed 0, 2 nets): dm +0.18, dc +0.15, dsa +0.25, mtt +0.18. At ipc 10, quick
 # budgets digits is near saturation and the paired gains are within about a point (dc -0.4, mtt +0.1,
 # dm +0.8, dsa +1.3 on seed 0), too small for a margin.
 @pytest.mark.slow
