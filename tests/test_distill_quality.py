@@ -52,8 +52,8 @@ def test_identity_distiller_fails_the_check(digits_splits, tmp_path, fast_evalua
 
 
 # The slow version: the default ConvNet (width 128) and the quick evaluator (300 epochs), same tiny
-# distillation budgets. Measured (seed 0, 2 nets): dm +0.18, dc +0.15, dsa +0.25, mtt +0.18. At ipc 10, quick
-# budgets digits is near saturation and the paired gains are within about a point (dc -0.4, mtt +0.1,
+# distillation budgets. Measured (seed 0, 2 nets): dm +0.18, dc +0.15, dsa +0.25, mtt +0.18. At ipc 10 with the
+# quick budgets digits is near saturation and the paired gains are within about a point (dc -0.4, mtt +0.1,
 # dm +0.8, dsa +1.3 on seed 0), too small for a margin.
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(FAST))
