@@ -27,7 +27,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, PeakRSS, device_name, median_time, pick_device, sync_for  # noqa: E402
+from _common import (RESULTS, PeakRSS, device_name, median_time, pick_device, provenance,  # noqa: E402
+                     sync_for, write_json)
 
 IPC, BATCH_REAL = 10, 64
 CACHE = Path("/tmp/pd-bench-cache")
@@ -146,7 +147,7 @@ def main() -> None:
         out[key] = {s: _child_peak(name, IPC, s, device) for s in steps_list}
     path = Path(a.out)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(out, indent=2))
+    write_json(path, {**out, "provenance": provenance()})
     print(json.dumps(out, indent=2))
 
 

@@ -74,11 +74,13 @@ def main():
         r["memory_ratio"] = r["peak_bytes"] / base["peak_bytes"]
         print(f"{r['method']:>6}: {r['sec_per_iter'] * 1e3:8.1f} ms/iter (x{r['time_ratio']:.2f}), "
               f"peak {r['peak_bytes'] / 2 ** 20:8.1f} MiB (x{r['memory_ratio']:.2f})")
-    from pd_plugins.io import atomic_write_json
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from _common import RESULTS, provenance, write_json
 
-    atomic_write_json(Path(__file__).parent / "results" / "generative.json",
-                      {"objective": args.objective, "ipc": args.ipc, "k": args.k, "device": args.device,
-                       "dataset": "digits", "rows": rows})
+    plugins = [("distiller", m) for m in ("dm", "glad", "ld3m", args.objective)]
+    write_json(RESULTS / "generative.json",
+               {"objective": args.objective, "ipc": args.ipc, "k": args.k, "device": args.device,
+                "dataset": "digits", "rows": rows, "provenance": provenance(plugins=plugins)})
 
 
 if __name__ == "__main__":

@@ -11,12 +11,16 @@ Results go to ``benchmarks/results/pruners.json``.
 from __future__ import annotations
 
 import argparse
+import sys
 import json
 import tempfile
 import time
 from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import provenance, write_json  # noqa: E402
 
 
 def _timed(fn, repeats: int, sync) -> float:
@@ -89,7 +93,7 @@ def main() -> None:
               "quick": a.quick, "n": a.n, "image": [a.channels, a.size, a.size], "batch": a.batch, "model": "convnet",
               "torch": torch.__version__, "scoring": rows, "cache": {"miss_seconds": miss, "hit_seconds": hit}}
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text(json.dumps(result, indent=2) + "\n")
+    write_json(Path(a.out), {**result, "provenance": provenance()})
     print(f"wrote {a.out}")
 
 

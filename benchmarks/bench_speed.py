@@ -35,6 +35,9 @@ METHODS = ("dm", "dc1", "dc10", "dsa10", "mtt", "mttc", "experts")  # mttc: MTT 
 MODES = {"fp32": ("fp32", False), "compile": ("fp32", True), "bf16": ("bf16", False),
          "compile+bf16": ("bf16", True)}
 MODEL_OPTIONS = {"width": 128, "depth": 3, "norm": "instancenorm"}
+# what the worker subprocesses run, for the provenance record (modules they load lazily are not listed)
+MEASURED = [("distiller", "dm"), ("distiller", "dc"), ("distiller", "dsa"), ("distiller", "mtt")]
+MEASURED_MODULES = ["pd_plugins.training.accel", "pd_plugins.distillation.experts", "pd_plugins.training.evaluate"]
 ORIGINAL = {"dm": 3.7, "dc1": 8.2, "dc10": 219, "dsa10": 242, "mtt": 31.9, "mttc": 31.9, "experts": 1.06}
 
 
@@ -223,19 +226,33 @@ def main() -> None:
                    "ratio_fwd_bwd_100", "peak_rss_gb", "error") if k in res}}
             print(json.dumps(res), flush=True)
             memory_rows.append(res)
-    if a.merge and (RESULTS / "speed.json").exists():
-        old = json.loads((RESULTS / "speed.json").read_text())
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from _common import current_fingerprints, provenance, stale_files, write_json
+
+    old = json.loads((RESULTS / "speed.json").read_text()) if a.merge and (RESULTS / "speed.json").exists() else None
+    if old is not None and stale_files(old, current_fingerprints()):
+        print(f"--merge: results/speed.json measured other code ({stale_files(old, current_fingerprints())}); "
+              "its rows are dropped", file=sys.stderr)
+        old = None
+    if old is not None:
         new_keys = {(r["method"], r["mode"]) for r in rows}
         rows = [r for r in old.get("rows", []) if (r["method"], r["mode"]) not in new_keys] + rows
         rows.sort(key=lambda r: (METHODS.index(r["method"]) if r["method"] in METHODS else 99, list(MODES).index(r["mode"])))
         new_mem = {(r["syn_steps"], r["memory"]) for r in memory_rows}
         memory_rows = [r for r in old.get("mtt_memory", []) if (r["syn_steps"], r["memory"]) not in new_mem] + memory_rows
+    prov = provenance(MEASURED_MODULES, MEASURED)
+    if old is not None:  # merged rows were measured earlier on the same code: keep the first record
+        prov = {**prov, "commit": old["provenance"]["commit"], "date": old["provenance"]["date"],
+                "updated": prov["date"]}
     report = {"quick": a.quick, "loadavg_before": load_before, "loadavg_after": os.getloadavg(),
-              "model_options": MODEL_OPTIONS, "original_ratios": ORIGINAL, "rows": rows, "mtt_memory": memory_rows}
+              "model_options": MODEL_OPTIONS, "original_ratios": ORIGINAL, "rows": rows, "mtt_memory": memory_rows,
+              "provenance": prov}
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "speed.json").write_text(json.dumps(report, indent=2))
+    write_json(RESULTS / "speed.json", report)
     md = [f"# bench_speed ({'quick' if a.quick else 'full'}); load average before {load_before}, "
-          f"after {report['loadavg_after']}", "", "Ratios are s/iteration ÷ fp32 eager fwd+bwd of ConvNet-3 at "
+          f"after {report['loadavg_after']}", "",
+          f"Measured on commit {prov['commit'][:10]} ({prov['date']}{', uncommitted changes' if prov['dirty'] else ''}).",
+          "", "Ratios are s/iteration ÷ fp32 eager fwd+bwd of ConvNet-3 at "
           "batch 256 timed in the same process; MTT also ÷ fwd+bwd(100).", "", _table(rows), ""]
     if memory_rows:
         md += ["| MTT memory | syn_steps | s/iter | peak RSS GB |", "|---|---|---|---|"]

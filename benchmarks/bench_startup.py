@@ -65,7 +65,7 @@ def main() -> None:
               f"ratio {r['ratio_to_import_torch']:.2f}")
     print(f"bare python start {bare * 1e3:.1f} ms, load average {loadavg()}")
     write_result("startup", {"commands": rows, "import_torch_median_s": ref, "python_start_s": bare,
-                             "python": sys.version.split()[0]})
+                             "python": sys.version.split()[0]}, entry_modules=["pd_plugins.cli"])
 
 
 if __name__ == "__main__":

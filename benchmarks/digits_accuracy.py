@@ -48,9 +48,11 @@ def main(ipc: int, seeds: int = 2) -> None:
             out.setdefault("distill_seconds", {}).setdefault(label, []).append(round(dt, 1))
             print(ipc, seed, label, round(acc.mean, 4), f"{dt:.0f}s", "lr", res.lr, flush=True)
     out["mean"] = {k: sum(v) / len(v) for k, v in out["results"].items()}
-    path = Path(__file__).parent / "results" / f"digits_accuracy_ipc{ipc}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(out, indent=2))
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from _common import RESULTS, provenance, write_json
+
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    write_json(RESULTS / f"digits_accuracy_ipc{ipc}.json", {**out, "provenance": provenance()})
     print(json.dumps(out["mean"]))
 
 

@@ -3,13 +3,14 @@ with and without random pruning first (pool mode). Usage:
 
     python benchmarks/digits_generative.py --decoder DIR --ldm DIR [--ipc 1] [--seeds 0,1,2]
 
-Results go to benchmarks/results/digits_generative.json.
+Results go to benchmarks/results/digits_generative_ipcN.json.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import statistics
+import sys
 from pathlib import Path
 
 from pd_plugins.pipeline.context import RunContext
@@ -58,8 +59,12 @@ def main():
             print(json.dumps({k: [round(a, 4) for a in v] for k, v in rows.items()}), flush=True)
     summary = {k: {"accs": v, "mean": statistics.mean(v), "std": statistics.stdev(v) if len(v) > 1 else 0.0}
                for k, v in rows.items()}
-    out = Path(__file__).parent / "results" / f"digits_generative_ipc{args.ipc}.json"
-    atomic_write_json(out, {"ipc": args.ipc, "seeds": args.seeds, "keep": args.keep, "results": summary})
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from _common import RESULTS, provenance
+
+    atomic_write_json(RESULTS / f"digits_generative_ipc{args.ipc}.json",
+                      {"ipc": args.ipc, "seeds": args.seeds, "keep": args.keep, "results": summary,
+                       "provenance": provenance()})
     print(json.dumps(summary, indent=1))
 
 

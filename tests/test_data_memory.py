@@ -24,6 +24,7 @@ print(json.dumps({"dtype": [str(s.train.pixels.dtype), str(s.test.pixels.dtype)]
 
 
 @pytest.mark.slow
+@pytest.mark.real_data
 def test_mnist_pixels_fit_in_0_2_gb():
     path = shared_file("mnist.npz")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([os.getcwd(), os.environ.get("PYTHONPATH", "")])}

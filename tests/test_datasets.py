@@ -401,6 +401,7 @@ def _shared(name: str) -> Path:
 
 
 @pytest.mark.slow
+@pytest.mark.real_data
 def test_shared_mnist_npz():
     s = npz(str(_shared("mnist.npz")))
     tr, te = s.train, s.test
@@ -415,6 +416,7 @@ def test_shared_mnist_npz():
 
 
 @pytest.mark.slow
+@pytest.mark.real_data
 def test_shared_fashion_and_cifar_npz():
     s = npz(str(_shared("fashion_mnist.npz")))
     assert len(s.train) == 60000 and s.train.class_counts() == [6000] * 10 and s.train.allow_flip is True

@@ -101,7 +101,7 @@ def _mtt(host, **kw):
     return _distiller(host, "mtt", **opts)
 
 
-def test_mtt_experts_cached_lr_learned_and_loss_decreases(host, tiny, tmp_path):
+def test_mtt_experts_cached_and_lr_learned(host, tiny, tmp_path):
     ctx = _ctx(tmp_path)
     res = _mtt(host).distill(tiny, 1, ctx)
     assert res.meta["experts_trained"] == 2
@@ -207,8 +207,8 @@ def test_experts_command_caches_and_resumes(host, tmp_path, monkeypatch):
     assert json.loads(second.output[second.output.index("{"):])["trained_now"] == 1
 
 
-def _digits_quick(host, digits_splits, tmp_path, name, ipc, **opts):
-    """Distill digits with ``name``'s quick budget; returns (distilled acc, random real subset acc)."""
+def _digits_quick_acc(host, digits_splits, tmp_path, name, ipc, **opts):
+    """Test accuracy of ``name`` distilled on digits with its quick budget (quick evaluator, 2 nets)."""
     from pd_plugins.training.evaluate import StepEvaluator
 
     train, test = digits_splits.train, digits_splits.test
@@ -216,24 +216,12 @@ def _digits_quick(host, digits_splits, tmp_path, name, ipc, **opts):
     cls = host.registries()["distiller"].load(name)
     res = cls(cls.resolve_options(opts, "quick")).distill(train, ipc, ctx)
     ev = StepEvaluator(StepEvaluator.resolve_options({"repeats": 2}, "quick"))
-    g = ctx.generator("random-baseline")
-    pos = torch.cat([idx[torch.randperm(idx.numel(), generator=g)[:ipc]] for idx in train.by_class()])
-    base = ev.evaluate(train.subset(pos), test, RunContext(seed=0, stage="eval")).mean
-    acc = ev.evaluate(res.as_dataset(train), test, RunContext(seed=0, stage="eval"), lr=res.lr).mean
-    return acc, base
+    return ev.evaluate(res.as_dataset(train), test, RunContext(seed=0, stage="eval"), lr=res.lr).mean
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("ipc", [1, 10])
-@pytest.mark.parametrize("name", ["dc", "dsa", "mtt"])
-def test_quick_budget_beats_random_real_subset_on_digits(host, digits_splits, tmp_path, name, ipc):
-    """Digits, quick budget: the distilled set trains better nets than a random real subset of equal ipc."""
-    acc, base = _digits_quick(host, digits_splits, tmp_path, name, ipc)
-    assert acc > base
-
-
+# Whether each distiller beats its own initial images is checked in tests/test_distill_quality.py.
 @pytest.mark.slow
 def test_mtt_real_init_beats_noise_init_on_digits(host, digits_splits, tmp_path):
-    real, _ = _digits_quick(host, digits_splits, tmp_path, "mtt", 10)
-    noise, _ = _digits_quick(host, digits_splits, tmp_path, "mtt", 10, init="noise")
+    real = _digits_quick_acc(host, digits_splits, tmp_path, "mtt", 10)
+    noise = _digits_quick_acc(host, digits_splits, tmp_path, "mtt", 10, init="noise")
     assert real > noise

@@ -232,12 +232,31 @@ def test_corrupt_cache_entry_warns_and_recomputes(small, ctx, tmp_path, monkeypa
     assert len(calls) == 2 and third.meta["scoring"]["cache"] == "hit"
 
 
-def test_scores_are_seeded_and_average_runs(small, ctx):
+def test_scores_are_seeded_and_average_runs(small, ctx, monkeypatch):
+    from pd_plugins.pruning import scoring
     from pd_plugins.pruning.early_loss import EarlyLossPruner
 
+    monkeypatch.delenv("PD_CACHE_DIR", raising=False)
+    assert ctx.cache_dir is None  # no cache: every score() below trains its scorers afresh
+    calls = _count_training(monkeypatch)
+    per_run = []
+    real_statistic = scoring.sample_statistic
+
+    def recording(*a, **kw):
+        per_run.append(real_statistic(*a, **kw))
+        return per_run[-1]
+
+    monkeypatch.setattr(scoring, "sample_statistic", recording)
     p = EarlyLossPruner(EarlyLossPruner.resolve_options({**TINY, "trials": 2}))
-    a, b = p.score(small, ctx), p.score(small, ctx)
-    assert torch.equal(a, b) and a.shape == (120,) and torch.isfinite(a).all()
+    a = p.score(small, ctx)
+    assert len(calls) == 2 and len(per_run) == 2 and p._score_meta["cache"] == "off"
+    assert not torch.equal(per_run[0], per_run[1])  # the trials are independently seeded scorers
+    assert torch.allclose(a, (per_run[0] + per_run[1]) / 2)  # ... whose statistics are averaged
+    b = p.score(small, ctx)
+    assert len(calls) == 4 and torch.equal(a, b)  # recomputed, not cached: same seed, same scores
+    assert a.shape == (120,) and torch.isfinite(a).all()
+    one = EarlyLossPruner(EarlyLossPruner.resolve_options({**TINY, "trials": 1})).score(small, ctx)
+    assert torch.equal(one, per_run[0])  # trial 0 is the same scorer whatever the number of trials
 
 
 def test_checkpoint_scorer_and_mismatch(small, ctx, tmp_path):

@@ -8,6 +8,7 @@ from conftest import shared_file
 
 
 @pytest.mark.slow
+@pytest.mark.real_data
 def test_mnist_easy_hard_and_mislabels(ctx, tmp_path, monkeypatch):
     from pd_plugins.data.builtin import npz
     from pd_plugins.pruning.loss import LossEasyPruner, LossHardPruner
