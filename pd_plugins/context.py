@@ -41,6 +41,7 @@ class RunContext:
     on_log: Optional[Callable[[int, dict], None]] = None
     on_rewind: Optional[Callable[[int], None]] = None
     stage: str = ""
+    executor: Any = None  # pd_plugins.executor.Executor for independent tasks (None: sequential)
 
     # -- randomness --------------------------------------------------------------
     def generator(self, *key: Any, device: Optional[str] = None):

@@ -123,21 +123,31 @@ class StepEvaluator(Evaluator):
         rate = float(lr) if (lr is not None and opts.use_learned_lr) else opts.lr
         n_rep = int(repeats or opts.repeats)
         model_name = model or ctx.model
-        aug = ctx.make_augmenter(train) if opts.augment else None
-        accs = []
-        losses = []
-        for r in (range(n_rep) if repeat_index is None else [int(repeat_index)]):
-            with ctx.fork_rng("eval-net", model_name, r):
-                net = ctx.make_model(train.channels, train.num_classes, train.im_size, name=model)
-            losses.append(train_network(
-                net, train, ctx, epochs=opts.epochs, lr=rate, momentum=opts.momentum,
-                weight_decay=opts.weight_decay, batch=opts.batch, decay_epoch=opts.epochs // 2,
-                augmenter=aug, generator=ctx.generator("eval-train", model_name, r),
-                desc=f"eval {model_name} {r + 1}/{n_rep if repeat_index is None else '-'}",
-            ))
-            accs.append(accuracy(net, test, ctx.device))
+        from .executor import run_tasks
+
+        reps = list(range(n_rep) if repeat_index is None else [int(repeat_index)])
+        total = n_rep if repeat_index is None else "-"
+        done = dict(run_tasks(ctx, _step_repeat, [(r, (r,)) for r in reps],
+                              shared=(train, test, opts, rate, model, total)))
+        losses = [done[r][0] for r in reps]
+        accs = [done[r][1] for r in reps]
         return EvalResult(
             protocol=self.name, model=model_name, accs=accs,
             options={**as_dict(opts), "lr_used": rate, "repeats": len(accs)},
             meta={"final_train_loss": losses},
         )
+
+
+def _step_repeat(ctx, train: ImageDataset, test: ImageDataset, opts, rate: float, model: Optional[str], total,
+                 r: int) -> tuple[float, float]:
+    """Network ``r`` of the step protocol (one executor task): ``(final train loss, test accuracy)``."""
+    model_name = model or ctx.model
+    aug = ctx.make_augmenter(train) if opts.augment else None
+    with ctx.fork_rng("eval-net", model_name, r):
+        net = ctx.make_model(train.channels, train.num_classes, train.im_size, name=model)
+    loss = train_network(
+        net, train, ctx, epochs=opts.epochs, lr=rate, momentum=opts.momentum,
+        weight_decay=opts.weight_decay, batch=opts.batch, decay_epoch=opts.epochs // 2,
+        augmenter=aug, generator=ctx.generator("eval-train", model_name, r), desc=f"eval {model_name} {r + 1}/{total}",
+    )
+    return loss, accuracy(net, test, ctx.device)

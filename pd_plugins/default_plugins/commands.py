@@ -6,10 +6,11 @@ from pd_plugins import hookimpl
 def register_commands(cli):
     import click
 
-    from pd_plugins.cli import _print_summary, build_config, run_flags
+    from pd_plugins.cli import _print_summary, build_config, executor_flags, make_executor_from, run_flags
 
     @cli.command("experts")
     @run_flags
+    @executor_flags
     @click.pass_context
     def experts_cmd(ctx, **params):
         """Train (or reuse) MTT expert trajectories on the pruned set (the full set with --mode init).
@@ -23,11 +24,13 @@ def register_commands(cli):
 
         ctx.meta["pd_traceback"] = params.get("traceback", False)
         params["distiller"] = "mtt"
-        run = Run(build_config(ctx, params), overwrite=params.get("overwrite", False))
-        run.prepare_dir(("experts",))  # never marked done: a finished directory is reused, a different run refused
-        train = run.data().train
-        pruned = run.run_prune(train.fingerprint())
-        data = train if run.cfg.mode == "init" else pruned.apply(train)
-        directory, trained = run.distiller.experts(data, run.context("experts"))
+        with make_executor_from(params) as executor:
+            run = Run(build_config(ctx, params), overwrite=params.get("overwrite", False), executor=executor)
+            with run.lock():
+                run.prepare_dir(("experts",))  # never marked done: a finished directory is reused, a different run refused
+                train = run.data().train
+                pruned = run.run_prune(train.fingerprint())
+                data = train if run.cfg.mode == "init" else pruned.apply(train)
+                directory, trained = run.distiller.experts(data, run.context("experts"))
         _print_summary({"experts_dir": str(directory), "experts": run.distiller.options.experts,
                         "trained_now": trained, "pool_size": len(data)}, params.get("as_json", False))
