@@ -194,6 +194,13 @@ def executor_flags(fn):
     return fn
 
 
+def driver_output(kind: str):
+    """See :func:`pd_plugins.executor.driver_output` (imported lazily)."""
+    from .executor import driver_output as route
+
+    return route(kind)
+
+
 def make_executor_from(params: dict):
     """The executor the executor flags ask for."""
     from .executor import Resources, make_executor
@@ -256,7 +263,7 @@ def _execute(ctx, params: dict, stages, base: Optional[dict] = None) -> None:
     cfg = build_config(ctx, params, base)
     if "distill" not in stages:
         cfg.distiller_options = {} if cfg.distiller == "none" else cfg.distiller_options
-    with make_executor_from(params) as executor:
+    with make_executor_from(params) as executor, driver_output(executor.kind):
         run = Run(cfg, overwrite=params.get("overwrite", False), executor=executor)
         summary = run.execute(stages)
     if run.resolved["budget"] != "paper" and not params.get("as_json"):  # after the run: errors stay one line
@@ -381,7 +388,7 @@ def eval_cmd(ctx, run_dir, overwrite, as_json, no_progress, traceback, models, r
         from .runner import load_run_config as _load
 
         names = (models or _load(run_dir).model).split(",")
-        with make_executor_from(params) as executor:
+        with make_executor_from(params) as executor, driver_output(executor.kind):
             payload = eval_run_dir(run_dir, names, repeats or 5, overwrite=overwrite,
                                    progress=not no_progress and sys.stderr.isatty(), executor=executor)
         click.echo(json.dumps(payload, indent=2) if as_json else markdown_table(payload["cross_arch"]), nl=not as_json)
@@ -402,7 +409,7 @@ def eval_cmd(ctx, run_dir, overwrite, as_json, no_progress, traceback, models, r
         raise click.UsageError(f"--{given[0].replace('_', '-')} applies to --images only; a run directory keeps its config")
     cfg = load_run_config(run_dir)
     cfg.progress = not no_progress and sys.stderr.isatty()
-    with make_executor_from(params) as executor:
+    with make_executor_from(params) as executor, driver_output(executor.kind):
         run = Run(cfg, executor=executor)
         if overwrite:
             man = run.manifest()
@@ -410,7 +417,8 @@ def eval_cmd(ctx, run_dir, overwrite, as_json, no_progress, traceback, models, r
             from .io import atomic_write_json
 
             atomic_write_json(run.manifest_path, man)
-        _print_summary(run.execute(), as_json)
+        summary = run.execute()
+    _print_summary(summary, as_json)
 
 
 def _eval_images(params: dict, overwrite: bool, no_progress: bool) -> dict:
@@ -573,8 +581,9 @@ def sweep_cmd(sweep_file, out, workers, executor, address, cpus_per_cell, gpus_p
     sweep = Sweep.load(sweep_file)
     target = out or sweep.out or f"runs/sweep-{sweep.name}"
     resources = Resources(cpus=cpus_per_cell, gpus=gpus_per_cell, memory_gb=memory_per_cell, threads=threads)
-    summary = run_sweep(sweep, target, workers=workers, executor=executor, threads=threads, address=address,
-                        resources=resources, progress=not no_progress and sys.stderr.isatty())
+    with driver_output(executor):
+        summary = run_sweep(sweep, target, workers=workers, executor=executor, threads=threads, address=address,
+                            resources=resources, progress=not no_progress and sys.stderr.isatty())
     if as_json:
         click.echo(json.dumps(summary, indent=2, default=str))
     else:

@@ -226,6 +226,15 @@ class RayExecutor(Executor):
                 "threads": self.resources.torch_threads}
 
 
+def driver_output(kind: str):
+    """While tasks run: Ray's driver prints notices (e.g. a worker that died) on stdout, so route
+    stdout to stderr for ``ray``, keeping stdout for the command's own output (``--json``)."""
+    import contextlib
+    import sys
+
+    return contextlib.redirect_stdout(sys.stderr) if kind == "ray" else contextlib.nullcontext()
+
+
 def make_executor(kind: str = "none", *, workers: Optional[int] = None, address: Optional[str] = None,
                   resources: Optional[Resources] = None) -> Executor:
     """``none`` (sequential), ``local`` (process pool of ``workers``) or ``ray`` (cluster at ``address``)."""
