@@ -71,13 +71,14 @@ def _expert_task(ctx: RunContext, data: ImageDataset, recipe: ExpertRecipe, i: i
     return train_expert(data, ctx, recipe, i)
 
 
-def _expert_ready(path: Path, i: int) -> bool:
+def _expert_ready(path: Path, i: int, warn: bool = True) -> bool:
     if not path.exists():
         return False
     if zipfile.is_zipfile(path):
         return True
     # a truncated or foreign file (torch.save writes a zip archive): retrain, never load it
-    warnings.warn(f"ignoring corrupt expert file {path}; retraining expert {i}", RuntimeWarning, stacklevel=3)
+    if warn:
+        warnings.warn(f"ignoring corrupt expert file {path}; retraining expert {i}", RuntimeWarning, stacklevel=3)
     return False
 
 
@@ -118,14 +119,15 @@ def ensure_experts(data: ImageDataset, ctx: RunContext, recipe: ExpertRecipe, n:
             lock = claim(i)
             if lock.try_acquire():
                 held[i] = lock
-        todo = [i for i in held if not expert_path(directory, i).exists()]  # another process may have just finished
+        # another process may have finished one between the first look and the claim
+        todo = [i for i in held if not _expert_ready(expert_path(directory, i), i, warn=False)]
         results = run_tasks(ectx, _expert_task, [(i, (i,)) for i in todo], shared=(data, recipe))
         for i, traj in ctx.progress(results, total=len(todo), desc="experts"):
             store(i, traj)
             held.pop(i).release()
             trained += 1
         for i in missing:  # experts other processes claimed: wait for them, train what they left undone
-            if i in held or expert_path(directory, i).exists():
+            if i in held or _expert_ready(expert_path(directory, i), i, warn=False):
                 continue
             with claim(i):
                 if not _expert_ready(expert_path(directory, i), i):

@@ -8,6 +8,7 @@ recomputed or overwritten without ``overwrite=True``.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -502,13 +503,21 @@ class Run:
             torch.manual_seed(self.cfg.seed)
             return self._execute(stages)
 
+    @contextlib.contextmanager
     def lock(self):
-        """The claim on the run directory (a file beside it): one process works in a run directory at a time."""
+        """Hold the claim on the run directory (a file beside it): one process works in a run directory at a time."""
         from .locks import FileLock
 
-        self.out.parent.mkdir(parents=True, exist_ok=True)
-        return FileLock(self.out.parent / f".{self.out.name}.lock", what=f"run directory {self.out}",
-                        wait=self.lock_wait)
+        claim = FileLock(self.out.parent / f".{self.out.name}.lock", what=f"run directory {self.out}")
+        try:
+            self.out.parent.mkdir(parents=True, exist_ok=True)
+            claim.acquire(self.lock_wait)
+        except OSError as exc:
+            raise DataError(f"cannot write to output directory {self.out}: {exc.strerror or exc}") from None
+        try:
+            yield claim
+        finally:
+            claim.release()
 
     def _execute(self, stages: tuple[str, ...]) -> dict:
         stages = tuple(s for s in stages if not (s == "distill" and self.distiller is None)
