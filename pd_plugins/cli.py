@@ -567,7 +567,8 @@ def plugins_cmd(show_all, hook, requirements):
 @click.option("--cpus-per-cell", type=float, default=1.0, show_default=True, help="CPUs Ray reserves per cell.")
 @click.option("--gpus-per-cell", type=float, default=0.0, show_default=True, help="GPUs Ray reserves per cell.")
 @click.option("--memory-per-cell", type=float, default=None, help="GiB of memory Ray reserves per cell.")
-@click.option("--threads", type=int, default=None, help="torch threads per cell (default: 1 in workers, torch's own inline).")
+@click.option("--threads", type=int, default=None,
+              help="torch threads per cell (default: 1 in workers, torch's own inline).")
 @click.option("--json", "as_json", is_flag=True, help="print the sweep summary as JSON.")
 @click.option("--no-progress", is_flag=True)
 def sweep_cmd(sweep_file, out, workers, executor, address, cpus_per_cell, gpus_per_cell, memory_per_cell, threads,

@@ -125,7 +125,8 @@ class FileLock:
         while not self.try_acquire():
             if deadline is not None and time.monotonic() >= deadline:
                 info = self.holder() or {}
-                who = f"pid {info.get('pid', '?')} on {str(info.get('host', '?')).split(':')[0]} since {info.get('since', '?')}"
+                host = str(info.get("host", "?")).split(":")[0]
+                who = f"pid {info.get('pid', '?')} on {host} since {info.get('since', '?')}"
                 raise LockBusyError(f"{self.what} is in use by another process ({who}); wait for it to finish, "
                                     f"or delete {self.path} if that process is gone")
             time.sleep(poll)

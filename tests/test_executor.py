@@ -111,7 +111,8 @@ def test_cell_on_a_node_without_the_sweep_filesystem_brings_its_folder_back(tmp_
     a = torch.load(ref / "distill.pt", weights_only=True)["images"]
     b = torch.load(cdir / "distill.pt", weights_only=True)["images"]
     assert a.equal(b)
-    assert json.loads((cdir / "eval.json").read_text())["results"] == json.loads((ref / "eval.json").read_text())["results"]
+    evals = [json.loads((d / "eval.json").read_text())["results"] for d in (cdir, ref)]
+    assert evals[0] == evals[1]
     assert sorted(p.name for p in cdir.parent.iterdir()) == ["c"]  # no temporaries left beside it
 
     # where the worker does see OUT (shared filesystem) the cell runs in place

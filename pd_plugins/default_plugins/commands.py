@@ -6,7 +6,8 @@ from pd_plugins import hookimpl
 def register_commands(cli):
     import click
 
-    from pd_plugins.cli import _print_summary, build_config, driver_output, executor_flags, make_executor_from, run_flags
+    from pd_plugins.cli import (_print_summary, build_config, driver_output, executor_flags, make_executor_from,
+                                run_flags)
 
     @cli.command("experts")
     @run_flags
@@ -27,7 +28,8 @@ def register_commands(cli):
         with make_executor_from(params) as executor, driver_output(executor.kind):
             run = Run(build_config(ctx, params), overwrite=params.get("overwrite", False), executor=executor)
             with run.lock():
-                run.prepare_dir(("experts",))  # never marked done: a finished directory is reused, a different run refused
+                # never marked done: a finished directory is reused, a different run refused
+                run.prepare_dir(("experts",))
                 train = run.data().train
                 pruned = run.run_prune(train.fingerprint())
                 data = train if run.cfg.mode == "init" else pruned.apply(train)
