@@ -150,6 +150,45 @@ def run_flags(fn):
     return fn
 
 
+# where the stages' independent tasks run (experts, scorers, evaluation networks); never part of the config:
+# every executor gives the same results
+EXECUTOR_FLAGS = [
+    click.option("--executor", type=click.Choice(["none", "local", "ray"]), default="none", show_default=True,
+                 help="run experts, scorers and evaluation networks in parallel: local processes or Ray."),
+    click.option("--workers", type=int, default=None, help="local: worker processes; ray without --address: "
+                 "size of the local Ray instance (default: the CPU count)."),
+    click.option("--address", default=None, help="Ray cluster to join (host:port; default $RAY_ADDRESS, else local)."),
+    click.option("--cpus-per-task", type=float, default=1.0, show_default=True,
+                 help="CPUs per task (also its torch threads)."),
+    click.option("--gpus-per-task", type=float, default=0.0, show_default=True, help="GPUs per task (Ray)."),
+    click.option("--memory-per-task", type=float, default=None, help="GiB of memory per task (Ray)."),
+]
+
+
+def executor_flags(fn):
+    for opt in reversed(EXECUTOR_FLAGS):
+        fn = opt(fn)
+    return fn
+
+
+def driver_output(kind: str):
+    """See :func:`pd_plugins.executor.driver_output` (imported lazily)."""
+    from pd_plugins.executor import driver_output as route
+
+    return route(kind)
+
+
+def make_executor_from(params: dict):
+    """The executor the executor flags ask for."""
+    from pd_plugins.executor import Resources, make_executor
+
+    return make_executor(params.get("executor") or "none", workers=params.get("workers"),
+                         address=params.get("address"),
+                         resources=Resources(cpus=params.get("cpus_per_task") or 1.0,
+                                             gpus=params.get("gpus_per_task") or 0.0,
+                                             memory_gb=params.get("memory_per_task")))
+
+
 def build_config(ctx: click.Context, params: dict, base: Optional[dict] = None):
     """RunConfig from (base values) < config file < explicit command-line flags."""
     from click.core import ParameterSource
@@ -201,8 +240,9 @@ def _execute(ctx, params: dict, stages, base: Optional[dict] = None) -> None:
     cfg = build_config(ctx, params, base)
     if "distill" not in stages:
         cfg.distiller_options = {} if cfg.distiller == "none" else cfg.distiller_options
-    run = Run(cfg, overwrite=params.get("overwrite", False))
-    summary = run.execute(stages)
+    with make_executor_from(params) as executor, driver_output(executor.kind):
+        run = Run(cfg, overwrite=params.get("overwrite", False), executor=executor)
+        summary = run.execute(stages)
     if run.resolved["budget"] != "paper" and not params.get("as_json"):  # after the run: errors stay one line
         click.echo(f"budget '{run.resolved['budget']}': scaled-down settings, recorded in {run.out}/config.json", err=True)
     _print_summary(summary, params.get("as_json", False))
@@ -210,6 +250,7 @@ def _execute(ctx, params: dict, stages, base: Optional[dict] = None) -> None:
 
 @cli.command("run")
 @run_flags
+@executor_flags
 @click.pass_context
 def run_cmd(ctx, **params):
     """Prune, distill and evaluate (the default command)."""
@@ -220,6 +261,7 @@ def run_cmd(ctx, **params):
 
 @cli.command("prune")
 @run_flags
+@executor_flags
 @click.pass_context
 def prune_cmd(ctx, **params):
     """Run the pruning stage alone (OUT/prune.pt); continue with `pd-run distill --from OUT`."""
@@ -229,6 +271,7 @@ def prune_cmd(ctx, **params):
 @cli.command("distill")
 @click.option("--from", "from_dir", required=True, type=PathParam("dir", "run directory"), help="a run directory with prune.pt.")
 @run_flags
+@executor_flags
 @click.pass_context
 def distill_cmd(ctx, from_dir, **params):
     """Distill (and evaluate) from the pruned set of an earlier `pd-run prune` run."""
@@ -307,6 +350,7 @@ VARIANT_FLAGS = ("evaluator", "evaluator_option", "eval_repeats")  # with RUN_DI
 @click.option("--models", default=None, metavar="A,B,..",
               help="cross-architecture evaluation: train these models (e.g. convnet,alexnet,vgg11,resnet18,vit).")
 @click.option("--repeats", type=int, default=None, help="fresh networks per model for --models (default 5).")
+@executor_flags
 @click.pass_context
 def eval_cmd(ctx, run_dir, overwrite, as_json, no_progress, traceback, models, repeats, **params):
     """Evaluate the distilled (or pruned) set of a run directory, or an outside set (--images).
@@ -331,8 +375,9 @@ def eval_cmd(ctx, run_dir, overwrite, as_json, no_progress, traceback, models, r
         from pd_plugins.pipeline.runner import load_run_config as _load
 
         names = (models or _load(run_dir).model).split(",")
-        payload = eval_run_dir(run_dir, names, repeats or 5, overwrite=overwrite,
-                               progress=not no_progress and sys.stderr.isatty())
+        with make_executor_from(params) as executor, driver_output(executor.kind):
+            payload = eval_run_dir(run_dir, names, repeats or 5, overwrite=overwrite,
+                                   progress=not no_progress and sys.stderr.isatty(), executor=executor)
         click.echo(json.dumps(payload, indent=2) if as_json else markdown_table(payload["cross_arch"]), nl=not as_json)
         return
     from pd_plugins.pipeline.runner import Run, load_run_config
@@ -340,6 +385,8 @@ def eval_cmd(ctx, run_dir, overwrite, as_json, no_progress, traceback, models, r
     if params["images"] is not None:
         if run_dir is not None:
             raise click.UsageError("give a RUN_DIR or --images, not both")
+        if params["executor"] != "none":
+            raise click.UsageError("--executor applies to a RUN_DIR; --images evaluates in this process")
         _print_summary(_eval_images(params, overwrite, no_progress), as_json)
         return
     if run_dir is None:
@@ -353,14 +400,16 @@ def eval_cmd(ctx, run_dir, overwrite, as_json, no_progress, traceback, models, r
         return
     cfg = load_run_config(run_dir)
     cfg.progress = not no_progress and sys.stderr.isatty()
-    run = Run(cfg)
-    if overwrite:
-        man = run.manifest()
-        man.get("stages", {}).pop("eval", None)
-        from pd_plugins.io import atomic_write_json
+    with make_executor_from(params) as executor, driver_output(executor.kind):
+        run = Run(cfg, executor=executor)
+        if overwrite:
+            man = run.manifest()
+            man.get("stages", {}).pop("eval", None)
+            from pd_plugins.io import atomic_write_json
 
-        atomic_write_json(run.manifest_path, man)
-    _print_summary(run.execute(), as_json)
+            atomic_write_json(run.manifest_path, man)
+        summary = run.execute()
+    _print_summary(summary, as_json)
 
 
 def _reevaluate(run_dir: str, params: dict, given: list, overwrite: bool, no_progress: bool) -> dict:
@@ -524,20 +573,33 @@ def plugins_cmd(show_all, hook, requirements):
 @click.argument("sweep_file", type=PathParam("file", "sweep file"))
 @click.option("--out", default=None, type=PathParam("output_dir", "sweep directory"),
               help="sweep directory (default: the file's `out`, else runs/sweep-<name>).")
-@click.option("--workers", type=int, default=1, show_default=True, help="cells run in parallel.")
+@click.option("--workers", type=int, default=1, show_default=True,
+              help="cells run in parallel (local), or the size of a local Ray instance.")
 @click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
               help="local process pool (spawn) or Ray (extra `ray`).")
-@click.option("--threads", type=int, default=None, help="torch threads per cell (default: torch's own).")
+@click.option("--address", default=None,
+              help="Ray cluster to join (host:port; default $RAY_ADDRESS, else a local instance).")
+@click.option("--cpus-per-cell", type=float, default=1.0, show_default=True, help="CPUs Ray reserves per cell.")
+@click.option("--gpus-per-cell", type=float, default=0.0, show_default=True, help="GPUs Ray reserves per cell.")
+@click.option("--memory-per-cell", type=float, default=None, help="GiB of memory Ray reserves per cell.")
+@click.option("--threads", type=int, default=None,
+              help="torch threads per cell (default: 1 in workers, torch's own inline).")
 @click.option("--json", "as_json", is_flag=True, help="print the sweep summary as JSON.")
 @click.option("--no-progress", is_flag=True)
-def sweep_cmd(sweep_file, out, workers, executor, threads, as_json, no_progress):
+def sweep_cmd(sweep_file, out, workers, executor, address, cpus_per_cell, gpus_per_cell, memory_per_cell, threads,
+              as_json, no_progress):
     """Run a grid of runs (pruner x keep x distiller x ipc x seed x dataset); skips finished cells."""
+    from pd_plugins.executor import Resources
     from pd_plugins.experiments.sweep import Sweep, run_sweep
 
+    if address and executor != "ray":
+        raise OptionsError("--address needs --executor ray")
     sweep = Sweep.load(sweep_file)
     target = out or sweep.out or f"runs/sweep-{sweep.name}"
-    summary = run_sweep(sweep, target, workers=workers, executor=executor, threads=threads,
-                        progress=not no_progress and sys.stderr.isatty())
+    resources = Resources(cpus=cpus_per_cell, gpus=gpus_per_cell, memory_gb=memory_per_cell, threads=threads)
+    with driver_output(executor):
+        summary = run_sweep(sweep, target, workers=workers, executor=executor, threads=threads, address=address,
+                            resources=resources, progress=not no_progress and sys.stderr.isatty())
     if as_json:
         click.echo(json.dumps(summary, indent=2, default=str))
     else:

@@ -116,10 +116,10 @@ def test_ray_executor_missing_or_local(tmp_path):
     try:
         import ray  # noqa: F401
     except ImportError:
-        from pd_plugins.experiments.sweep import _executor
+        from pd_plugins.executor import make_executor
 
         with pytest.raises(OptionsError, match="needs Ray"):
-            _executor("ray", 1)
+            make_executor("ray", workers=1)
         pytest.skip("ray not installed; checked the clear error instead")
     sw = Sweep(name="ray", grid={"seed": [0]}, fixed={"pruner": "random", "keep": 0.5, "distiller": "none",
                                                       "evaluator": "none"})

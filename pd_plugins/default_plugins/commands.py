@@ -6,10 +6,12 @@ from pd_plugins import hookimpl
 def register_commands(cli):
     import click
 
-    from pd_plugins.cli import _print_summary, build_config, run_flags
+    from pd_plugins.cli import (_print_summary, build_config, driver_output, executor_flags, make_executor_from,
+                                run_flags)
 
     @cli.command("experts")
     @run_flags
+    @executor_flags
     @click.pass_context
     def experts_cmd(ctx, **params):
         """Train (or reuse) MTT expert trajectories on the pruned set (the full set with --mode init/init-random).
@@ -23,11 +25,14 @@ def register_commands(cli):
 
         ctx.meta["pd_traceback"] = params.get("traceback", False)
         params["distiller"] = "mtt"
-        run = Run(build_config(ctx, params), overwrite=params.get("overwrite", False))
-        run.prepare_dir(("experts",))  # never marked done: a finished directory is reused, a different run refused
-        train = run.data().train
-        pruned = run.run_prune(train.fingerprint())
-        data = pruned.apply(train) if run.cfg.mode == "pool" else train
-        directory, trained = run.distiller.experts(data, run.context("experts"))
+        with make_executor_from(params) as executor, driver_output(executor.kind):
+            run = Run(build_config(ctx, params), overwrite=params.get("overwrite", False), executor=executor)
+            with run.lock():
+                # never marked done: a finished directory is reused, a different run refused
+                run.prepare_dir(("experts",))
+                train = run.data().train
+                pruned = run.run_prune(train.fingerprint())
+                data = pruned.apply(train) if run.cfg.mode == "pool" else train
+                directory, trained = run.distiller.experts(data, run.context("experts"))
         _print_summary({"experts_dir": str(directory), "experts": run.distiller.options.experts,
                         "trained_now": trained, "pool_size": len(data)}, params.get("as_json", False))

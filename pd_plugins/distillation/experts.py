@@ -67,13 +67,34 @@ def train_expert(data: ImageDataset, ctx: RunContext, recipe: ExpertRecipe, i: i
     return torch.stack(trajectory)
 
 
+def _expert_task(ctx: RunContext, data: ImageDataset, recipe: ExpertRecipe, i: int) -> torch.Tensor:
+    """One expert as an executor task (the context comes first)."""
+    return train_expert(data, ctx, recipe, i)
+
+
+def _expert_ready(path: Path, i: int, warn: bool = True) -> bool:
+    if not path.exists():
+        return False
+    if zipfile.is_zipfile(path):
+        return True
+    # a truncated or foreign file (torch.save writes a zip archive): retrain, never load it
+    if warn:
+        warnings.warn(f"ignoring corrupt expert file {path}; retraining expert {i}", RuntimeWarning, stacklevel=3)
+    return False
+
+
 def ensure_experts(data: ImageDataset, ctx: RunContext, recipe: ExpertRecipe, n: int, zca=None) -> tuple[Path, int]:
     """Make sure experts ``0..n-1`` exist in the cache; returns the directory and how many were trained.
 
     ``zca`` is the :class:`pd_plugins.data.zca.ZCA` that ``data`` was whitened with (``ZCA.apply``); it is
-    part of the cache key, so experts of different ZCA settings never mix.
+    part of the cache key, so experts of different ZCA settings never mix. Missing experts are tasks on
+    ``ctx.executor`` (each seeded by its index). Each expert is claimed with a lock file while it trains,
+    so processes sharing the cache never train one twice: experts another process is training are
+    waited for, and trained here only if it gave up on them.
     """
+    from pd_plugins.executor import run_tasks
     from pd_plugins.io import atomic_torch_save, atomic_write_json
+    from pd_plugins.locks import FileLock
 
     if recipe.momentum != 0.0 and recipe.epochs > 1:
         raise OptionsError("expert training resumes per epoch with a fresh optimiser; momentum must be 0 (MTT recipe)")
@@ -84,17 +105,39 @@ def ensure_experts(data: ImageDataset, ctx: RunContext, recipe: ExpertRecipe, n:
     directory = expert_dir(data, ectx, recipe, zca)
     directory.mkdir(parents=True, exist_ok=True)
     atomic_write_json(directory / "key.json", expert_key(data, ectx, recipe, zca))
-    trained = 0
-    for i in ctx.progress(range(n), total=n, desc="experts"):
+
+    def claim(i: int) -> FileLock:
         path = expert_path(directory, i)
-        if path.exists():
-            if zipfile.is_zipfile(path):
+        return FileLock(path.with_name(path.name + ".lock"), what=f"expert {i} of {directory}")
+
+    def store(i: int, traj: torch.Tensor) -> None:
+        atomic_torch_save({"trajectory": traj, "expert": i, "recipe": recipe.__dict__}, expert_path(directory, i))
+
+    missing = [i for i in range(n) if not _expert_ready(expert_path(directory, i), i)]
+    held: dict[int, FileLock] = {}
+    trained = 0
+    try:
+        for i in missing:
+            lock = claim(i)
+            if lock.try_acquire():
+                held[i] = lock
+        # another process may have finished one between the first look and the claim
+        todo = [i for i in held if not _expert_ready(expert_path(directory, i), i, warn=False)]
+        results = run_tasks(ectx, _expert_task, [(i, (i,)) for i in todo], shared=(data, recipe))
+        for i, traj in ctx.progress(results, total=len(todo), desc="experts"):
+            store(i, traj)
+            held.pop(i).release()
+            trained += 1
+        for i in missing:  # experts other processes claimed: wait for them, train what they left undone
+            if i in held or _expert_ready(expert_path(directory, i), i, warn=False):
                 continue
-            # a truncated or foreign file (torch.save writes a zip archive): retrain, never load it
-            warnings.warn(f"ignoring corrupt expert file {path}; retraining expert {i}", RuntimeWarning, stacklevel=2)
-        traj = train_expert(data, ectx, recipe, i)
-        atomic_torch_save({"trajectory": traj, "expert": i, "recipe": recipe.__dict__}, path)
-        trained += 1
+            with claim(i):
+                if not _expert_ready(expert_path(directory, i), i):
+                    store(i, train_expert(data, ectx, recipe, i))
+                    trained += 1
+    finally:
+        for lock in held.values():
+            lock.release()
     return directory, trained
 
 

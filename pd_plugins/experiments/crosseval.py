@@ -32,14 +32,9 @@ def finished_stages(run):
     return data_fp, pruned, distilled
 
 
-def _one_repeat(run, train_set, test, lr, model: str, repeat: int):
-    """Train and test network ``repeat`` of ``model``; returns its EvalResult."""
-    evaluate = run.evaluator.evaluate
-    if "repeat_index" not in inspect.signature(evaluate).parameters:
-        raise OptionsError(f"evaluator {run.cfg.evaluator!r} cannot train single repeats (no repeat_index argument)")
-    ctx = run.context("eval")
-    return run._call("evaluator", run.cfg.evaluator, evaluate, train_set, test, ctx, lr=lr, model=model,
-                     repeats=1, repeat_index=repeat)
+def _one_repeat(ctx, evaluator, train_set, test, lr, model: str, repeat: int):
+    """Train and test network ``repeat`` of ``model`` (one executor task); returns its EvalResult."""
+    return evaluator.evaluate(train_set, test, ctx, lr=lr, model=model, repeats=1, repeat_index=repeat)
 
 
 def cross_eval(run, models: Sequence[str], repeats: Union[int, Mapping[str, int]], *, overwrite: bool = False) -> dict:
@@ -64,21 +59,33 @@ def cross_eval(run, models: Sequence[str], repeats: Union[int, Mapping[str, int]
     train_set, test, lr, what = run.eval_inputs(pruned, distilled)
     eval_fp = run.stage_fingerprint("eval", data_fp)
     cache = run.out / "eval"
-    per_model = {}
+    items, todo = {}, []
     for model in models:
-        accs, results = [], []
         for r in range(int(counts.get(model, default))):
             path = cache / f"{model}-{r}.json"
             key = sha256_json({"eval": eval_fp, "model": model, "repeat": r})
             if path.exists() and not overwrite and read_json(path, "cached evaluation").get("key") == key:
-                item = read_json(path, "cached evaluation")
+                items[model, r] = read_json(path, "cached evaluation")
             else:
-                res = _one_repeat(run, train_set, test, lr, model, r)
-                item = {"key": key, "model": model, "repeat": r, "acc": res.accs[0], "result": res.to_json()}
-                atomic_write_json(path, item)
-            accs.append(float(item["acc"]))
-            results.append(item["result"])
-        per_model[model] = _combine(results, accs)
+                todo.append(((model, r), (model, r)))
+    if todo:  # every missing (model, repeat) network is one task on the run's executor
+        evaluate = run.evaluator.evaluate
+        if "repeat_index" not in inspect.signature(evaluate).parameters:
+            raise OptionsError(f"evaluator {run.cfg.evaluator!r} cannot train single repeats (no repeat_index argument)")
+        from pd_plugins.executor import run_tasks
+
+        def train_missing():
+            for (model, r), res in run_tasks(run.context("eval"), _one_repeat, todo,
+                                             shared=(run.evaluator, train_set, test, lr)):
+                key = sha256_json({"eval": eval_fp, "model": model, "repeat": r})
+                items[model, r] = {"key": key, "model": model, "repeat": r, "acc": res.accs[0], "result": res.to_json()}
+                atomic_write_json(cache / f"{model}-{r}.json", items[model, r])
+
+        run._call("evaluator", run.cfg.evaluator, train_missing)
+    per_model = {}
+    for model in models:
+        mine = [items[model, r] for r in range(int(counts.get(model, default)))]
+        per_model[model] = _combine([i["result"] for i in mine], [float(i["acc"]) for i in mine])
     payload = _payload(run, what, len(train_set), eval_fp, per_model)
     atomic_write_json(run.out / "eval.json", payload)
     atomic_write_text(run.out / "eval.md", markdown_table(payload["cross_arch"]))
@@ -140,8 +147,11 @@ def csv_table(cross: dict) -> str:
 
 
 def eval_run_dir(run_dir, models: Sequence[str], repeats: Union[int, Mapping[str, int]], *, overwrite: bool = False,
-                 progress: bool = False) -> dict:
-    """Load a run directory and cross-evaluate it (the body of ``pd-run eval --models``)."""
+                 progress: bool = False, executor=None) -> dict:
+    """Load a run directory and cross-evaluate it (the body of ``pd-run eval --models``); the networks
+    are tasks on ``executor`` (default: sequential)."""
     from pd_plugins.experiments.reeval import load_run
 
-    return cross_eval(load_run(run_dir, progress=progress), models, repeats, overwrite=overwrite)
+    run = load_run(run_dir, progress=progress, executor=executor)
+    with run.lock():
+        return cross_eval(run, models, repeats, overwrite=overwrite)

@@ -24,15 +24,16 @@ from pd_plugins.types import sha256_json
 VARIANTS_DIR = "evals"
 
 
-def load_run(run_dir, *, progress: bool = False):
-    """The :class:`~pd_plugins.pipeline.runner.Run` of an existing run directory."""
+def load_run(run_dir, *, progress: bool = False, executor=None):
+    """The :class:`~pd_plugins.pipeline.runner.Run` of an existing run directory (its independent
+    tasks on ``executor``; default: sequential)."""
     from pd_plugins.pipeline.runner import Run, load_run_config
 
     if not (Path(run_dir) / "config.json").exists():
         raise DataError(f"{run_dir} is not a run directory (no config.json)")
     cfg = load_run_config(run_dir)
     cfg.out, cfg.progress = str(run_dir), progress
-    return Run(cfg, quiet=True)
+    return Run(cfg, quiet=True, executor=executor)
 
 
 def resolve_variant(run, evaluator: Optional[str] = None, options: Optional[dict] = None,

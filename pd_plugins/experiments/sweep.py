@@ -15,12 +15,14 @@ import itertools
 import json
 import re
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
 from pd_plugins.errors import DataError, OptionsError, PdPluginsError
-from pd_plugins.io import atomic_write_json, read_json
+from pd_plugins.io import atomic_write_json, atomic_write_text, read_json
+from pd_plugins.locks import STALE_AFTER
 from pd_plugins.paths import expect_dir, expect_output_dir
 
 OPTION_GROUPS = ("dataset_options", "pruner_options", "distiller_options", "model_options",
@@ -139,7 +141,8 @@ def cell_state(cfg_values: dict, out: Path) -> str:
     return "resume"
 
 
-def run_cell(cfg_values: dict, out: str, overwrite: bool, threads: Optional[int] = None) -> dict:
+def run_cell(cfg_values: dict, out: str, overwrite: bool, threads: Optional[int] = None,
+             lock_wait: float = 0.0) -> dict:
     """Run one cell (in this or a worker process); failures come back as a record, not an exception."""
     t0 = time.perf_counter()
     try:
@@ -151,93 +154,83 @@ def run_cell(cfg_values: dict, out: str, overwrite: bool, threads: Optional[int]
         from pd_plugins.pipeline.runner import Run
 
         summary = Run(RunConfig.from_dict({**cfg_values, "out": out, "progress": False}), overwrite=overwrite,
-                      quiet=True).execute()
+                      quiet=True, lock_wait=lock_wait).execute()
         return {"status": "done", "summary": summary, "seconds": round(time.perf_counter() - t0, 2)}
     except Exception as exc:  # recorded per cell; the sweep goes on
         kind = "" if isinstance(exc, PdPluginsError) else f"{type(exc).__name__}: "
         return {"status": "failed", "error": f"{kind}{exc}", "seconds": round(time.perf_counter() - t0, 2)}
 
 
-def _executor(kind: str, workers: int):
-    """``submit(fn, *args) -> future`` plus ``as_completed`` and ``close`` for local/process/ray."""
-    if kind == "ray":
-        try:
-            import ray
-        except ImportError:
-            raise OptionsError("--executor ray needs Ray: pip install 'pd-plugins[ray]'") from None
-        return _RayExecutor(ray, workers)
-    if kind != "local":
-        raise OptionsError(f"unknown executor {kind!r}; use local or ray")
-    if workers <= 1:
-        return _InlineExecutor()
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
-    return _PoolExecutor(ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")))
+MARKER = ".sweep-token"  # written by the driver: a worker that reads the same token shares its filesystem
+# a retried cell waits this long for the claim of a worker that died on another host to go stale
+RETRY_LOCK_WAIT = 3 * STALE_AFTER
 
 
-class _InlineExecutor:
-    def run(self, jobs):
-        for key, fn, args in jobs:
-            yield key, fn(*args)
+def remote_cell(cfg_values: dict, out: str, overwrite: bool, marker: str, token: str,
+                packed: Optional[bytes] = None) -> dict:
+    """A cell on any node. Where the sweep directory is visible (shared filesystem) the cell runs in
+    place; elsewhere it runs in a node-local folder (seeded with ``packed``, the driver's unfinished
+    copy) that travels back in the record (``folder``) for the driver to install."""
+    if _sees_sweep(marker, token):
+        return run_cell(cfg_values, out, overwrite, lock_wait=RETRY_LOCK_WAIT)
+    import tempfile
 
-    def close(self):
-        pass
+    from pd_plugins.transfer import pack_dir, unpack_dir
 
-
-class _PoolExecutor:
-    def __init__(self, pool):
-        self.pool = pool
-
-    def run(self, jobs):
-        from concurrent.futures import as_completed
-
-        futures = {self.pool.submit(fn, *args): key for key, fn, args in jobs}
-        for fut in as_completed(futures):
-            try:
-                result = fut.result()
-            except Exception as exc:  # a worker process died
-                result = {"status": "failed", "error": f"worker failed: {type(exc).__name__}: {exc}"}
-            yield futures[fut], result
-
-    def close(self):
-        self.pool.shutdown()
+    with tempfile.TemporaryDirectory(prefix="pd-cell-") as tmp:
+        local = Path(tmp) / Path(out).name
+        if packed:
+            unpack_dir(packed, local)
+        record = run_cell(cfg_values, str(local), overwrite)
+        record["folder"] = pack_dir(local) if local.exists() else None
+        record["node_local"] = str(local)
+    return record
 
 
-class _RayExecutor:
-    def __init__(self, ray, workers):
-        self.ray = ray
-        if not ray.is_initialized():
-            ray.init(num_cpus=max(1, workers), include_dashboard=False, ignore_reinit_error=True)
-        self.remote = ray.remote(num_cpus=1)(run_cell)
+def _sees_sweep(marker: str, token: str) -> bool:
+    try:
+        return Path(marker).read_text().strip() == token
+    except OSError:
+        return False
 
-    def run(self, jobs):
-        refs = {self.remote.remote(*args): key for key, fn, args in jobs}
-        pending = list(refs)
-        while pending:
-            ready, pending = self.ray.wait(pending, num_returns=1)
-            for ref in ready:
-                try:
-                    result = self.ray.get(ref)
-                except Exception as exc:
-                    result = {"status": "failed", "error": f"ray task failed: {type(exc).__name__}: {exc}"}
-                yield refs[ref], result
 
-    def close(self):
-        pass
+def _install_cell(record: dict, cdir: Path) -> None:
+    """Put a cell folder that came back from another node in place (atomically) and point it at ``cdir``."""
+    from pd_plugins.transfer import install_dir
+
+    folder, local = record.pop("folder", None), record.pop("node_local", None)
+    if folder is None:
+        return
+    install_dir(folder, cdir)
+    cfg = cdir / "config.json"
+    if cfg.exists():
+        atomic_write_json(cfg, {**read_json(cfg, "config"), "out": str(cdir)})
+    if isinstance(record.get("summary"), dict) and local:
+        record["summary"]["out"] = str(cdir)
 
 
 def run_sweep(sweep: Sweep, out, *, workers: int = 1, executor: str = "local", progress: bool = True,
-              threads: Optional[int] = None) -> dict:
-    """Run every missing or changed cell; returns (and writes ``OUT/sweep.json``) the summary."""
+              threads: Optional[int] = None, address: Optional[str] = None, resources=None) -> dict:
+    """Run every missing or changed cell; returns (and writes ``OUT/sweep.json``) the summary.
+
+    ``executor``: ``local`` (``workers`` spawned processes; in this process for 1) or ``ray`` (the
+    cluster at ``address`` / ``RAY_ADDRESS``, else a local one); ``resources`` (an
+    :class:`~pd_plugins.executor.Resources`) is what each cell asks for.
+    """
     from pd_plugins.pipeline.context import RunContext  # noqa: F401  (import check before spawning workers)
+    from pd_plugins.executor import InlineExecutor, Resources, make_executor
 
     out = Path(out)
     cells = sweep.cells()
     if workers < 1:
         raise OptionsError(f"--workers must be >= 1, got {workers}")
     expect_output_dir(out, "sweep directory")
+    if executor not in ("local", "ray"):
+        raise OptionsError(f"unknown executor {executor!r}; use local or ray")
+    resources = resources or Resources(threads=threads)
     out.mkdir(parents=True, exist_ok=True)
+    token = uuid.uuid4().hex
+    atomic_write_text(out / MARKER, token + "\n")
     records: dict[str, dict] = {}
     previous = {}
     if (out / "sweep.json").exists():
@@ -257,13 +250,32 @@ def run_sweep(sweep: Sweep, out, *, workers: int = 1, executor: str = "local", p
             continue
         rec["state"] = state
         records[cell["id"]] = rec
-        jobs.append((cell["id"], run_cell, (cell["config"], str(cdir), state == "changed", threads)))
+        jobs.append((cell, cdir, state))
     from tqdm.auto import tqdm
 
     bar = tqdm(total=len(jobs), desc=f"sweep {sweep.name}", unit="cell", disable=not progress)
-    ex = _executor(executor, workers) if jobs else _InlineExecutor()
+    if not jobs:
+        ex = InlineExecutor()
+    else:
+        ex = make_executor(executor, workers=workers if executor == "ray" or workers > 1 else 1, address=address,
+                           resources=resources)
+    if ex.kind == "ray":  # cells may land on nodes that do not see OUT: they may carry their folder both ways
+        from pd_plugins.transfer import pack_dir
+
+        tasks = [(cell["id"], (cell["config"], str(cdir), state == "changed", str(out / MARKER), token,
+                               pack_dir(cdir) if state == "resume" and cdir.exists() else None))
+                 for cell, cdir, state in jobs]
+        fn = remote_cell
+    else:
+        tasks = [(cell["id"], (cell["config"], str(cdir), state == "changed", resources.threads))
+                 for cell, cdir, state in jobs]
+        fn = run_cell
     try:
-        for key, result in ex.run(jobs):
+        for key, result in ex.map(fn, tasks, return_exceptions=True):
+            if isinstance(result, BaseException):  # a worker that died for good (retries spent)
+                result = {"status": "failed", "error": f"worker failed: {type(result).__name__}: "
+                          f"{str(result).strip().splitlines()[0] if str(result).strip() else ''}"}
+            _install_cell(result, out / records[key]["dir"])
             records[key].update(result)
             bar.update(1)
             _write_summary(out, sweep, cells, records)

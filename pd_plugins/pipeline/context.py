@@ -43,6 +43,7 @@ class RunContext:
     stage: str = ""
     # the run's host registries (``Run(cfg, host=h)``); None: the process-wide host's
     registries: Optional[dict] = field(default=None, repr=False, compare=False)
+    executor: Any = None  # pd_plugins.executor.Executor for independent tasks (None: sequential)
 
     # -- randomness --------------------------------------------------------------
     def generator(self, *key: Any, device: Optional[str] = None):

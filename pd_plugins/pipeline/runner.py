@@ -8,6 +8,7 @@ recomputed or overwritten without ``overwrite=True``.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -61,7 +62,10 @@ def default_out(cfg: RunConfig) -> str:
 class Run:
     """One run directory and the stages that fill it."""
 
-    def __init__(self, cfg: RunConfig, *, overwrite: bool = False, host=None, quiet: bool = False):
+    def __init__(self, cfg: RunConfig, *, overwrite: bool = False, host=None, quiet: bool = False, executor=None,
+                 lock_wait: float = 0.0):
+        """``executor`` runs the stages' independent tasks (default: sequential); ``lock_wait``: seconds to
+        wait for another process that holds the run directory (0: refuse at once)."""
         from pd_plugins.plugins import get_host
 
         self.host = host or get_host()
@@ -69,6 +73,8 @@ class Run:
         self.cfg = cfg
         self.overwrite = overwrite
         self.quiet = quiet
+        self.executor = executor
+        self.lock_wait = lock_wait
         self._data = None
         self.resolved = self._resolve()
         self.out = Path(cfg.out or default_out(cfg))
@@ -312,7 +318,7 @@ class Run:
             model=cfg.model, model_options=self.resolved["model_options"], augmentation=cfg.augmentation,
             augmentation_options=self.resolved["augmentation_options"], precision=self.resolved["precision"],
             compile=cfg.compile, checkpoint_every=cfg.checkpoint_every, on_log=on_log, on_rewind=on_rewind,
-            stage=stage, registries=self.regs,
+            stage=stage, registries=self.regs, executor=self.executor,
         )
         return ctx
 
@@ -487,9 +493,25 @@ class Run:
         import torch
 
         devices = [torch.device(self.device).index or 0] if self.device.startswith("cuda") else []
-        with torch.random.fork_rng(devices=devices):
+        with self.lock(), torch.random.fork_rng(devices=devices):
             torch.manual_seed(self.cfg.seed)
             return self._execute(stages)
+
+    @contextlib.contextmanager
+    def lock(self):
+        """Hold the claim on the run directory (a file beside it): one process works in a run directory at a time."""
+        from pd_plugins.locks import FileLock
+
+        claim = FileLock(self.out.parent / f".{self.out.name}.lock", what=f"run directory {self.out}")
+        try:
+            self.out.parent.mkdir(parents=True, exist_ok=True)
+            claim.acquire(self.lock_wait)
+        except OSError as exc:
+            raise DataError(f"cannot write to output directory {self.out}: {exc.strerror or exc}") from None
+        try:
+            yield claim
+        finally:
+            claim.release()
 
     def _execute(self, stages: tuple[str, ...]) -> dict:
         stages = tuple(s for s in stages if not (s == "distill" and self.distiller is None)

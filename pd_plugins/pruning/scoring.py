@@ -160,16 +160,27 @@ def score_dataset(data: ImageDataset, ctx, recipe: ScorerRecipe, *, stat: str, r
     cached = cache.load(key, len(data))
     if cached is not None:
         return cached, {**meta, "cache": "hit"}
-    if checkpoint:
-        per_run = [sample_statistic(load_scorer(checkpoint, data, ctx, recipe), data, ctx, stat, recipe.score_batch)]
-    else:
-        per_run = []
-        for r in range(runs):
-            net = train_scorer(data, ctx, recipe, (purpose, r))
-            per_run.append(sample_statistic(net, data, ctx, stat, recipe.score_batch))
-            del net
-    scores = torch.stack(per_run).mean(0)
-    if not torch.isfinite(scores).all():
-        raise DataError(f"{purpose} scores are not finite (the scorer diverged); lower the scorer lr")
-    cache.save(key, scores, identity)
+    from pd_plugins.executor import run_tasks
+    from pd_plugins.locks import cache_fill
+
+    with cache_fill(cache.path(key), what="score cache entry"):  # one process scores, the others wait and load
+        cached = cache.load(key, len(data))
+        if cached is not None:
+            return cached, {**meta, "cache": "hit"}
+        if checkpoint:
+            per_run = [sample_statistic(load_scorer(checkpoint, data, ctx, recipe), data, ctx, stat, recipe.score_batch)]
+        else:
+            done = dict(run_tasks(ctx, scorer_statistic, [(r, (r,)) for r in range(runs)],
+                                  shared=(data, recipe, purpose, stat)))
+            per_run = [done[r] for r in range(runs)]
+        scores = torch.stack(per_run).mean(0)
+        if not torch.isfinite(scores).all():
+            raise DataError(f"{purpose} scores are not finite (the scorer diverged); lower the scorer lr")
+        cache.save(key, scores, identity)
     return scores, {**meta, "cache": "miss" if cache.root is not None else "off"}
+
+
+def scorer_statistic(ctx, data: ImageDataset, recipe: ScorerRecipe, purpose: str, stat: str, r: int) -> torch.Tensor:
+    """Scorer run ``r`` of ``purpose``: train it, return its per-sample ``stat`` (one executor task)."""
+    net = train_scorer(data, ctx, recipe, (purpose, r))
+    return sample_statistic(net, data, ctx, stat, recipe.score_batch)

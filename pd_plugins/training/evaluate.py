@@ -201,24 +201,34 @@ class StepEvaluator(Evaluator):
         model_name = model or ctx.model
         rate, source = self.learning_rate(lr, model_name)
         n_rep = int(repeats or opts.repeats)
-        aug = ctx.make_augmenter(train) if opts.augment else None
-        accs = []
-        losses = []
-        for r in (range(n_rep) if repeat_index is None else [int(repeat_index)]):
-            with ctx.fork_rng("eval-net", model_name, r):
-                net = ctx.make_model(train.channels, train.num_classes, train.im_size, name=model)
-            tested, loss = self.train_one(
-                net, train, ctx, lr=rate, augmenter=aug,
-                generator=ctx.generator("eval-train", model_name, r),
-                desc=f"eval {model_name} {r + 1}/{n_rep if repeat_index is None else '-'}",
-            )
-            losses.append(loss)
-            accs.append(accuracy(tested, test, ctx.device))
+        from pd_plugins.executor import run_tasks
+
+        reps = list(range(n_rep) if repeat_index is None else [int(repeat_index)])
+        total = n_rep if repeat_index is None else "-"
+        done = dict(run_tasks(ctx, _step_repeat, [(r, (r,)) for r in reps],
+                              shared=(self, train, test, rate, model, total)))
+        losses = [done[r][0] for r in reps]
+        accs = [done[r][1] for r in reps]
         return EvalResult(
             protocol=self.name, model=model_name, accs=accs,
             options={**as_dict(opts), "lr_used": rate, "lr_source": source, "repeats": len(accs)},
             meta={"final_train_loss": losses, "schedule": self.schedule()},
         )
+
+
+def _step_repeat(ctx, evaluator: StepEvaluator, train: ImageDataset, test: ImageDataset, rate: float,
+                 model: Optional[str], total, r: int) -> tuple[float, float]:
+    """Network ``r`` of a step-family protocol (one executor task): ``(final train loss, test accuracy)``.
+
+    Seeded by ``(model, r)`` only, so a repeat gives the same network inline, in a pool or on Ray."""
+    model_name = model or ctx.model
+    aug = ctx.make_augmenter(train) if evaluator.options.augment else None
+    with ctx.fork_rng("eval-net", model_name, r):
+        net = ctx.make_model(train.channels, train.num_classes, train.im_size, name=model)
+    tested, loss = evaluator.train_one(net, train, ctx, lr=rate, augmenter=aug,
+                                       generator=ctx.generator("eval-train", model_name, r),
+                                       desc=f"eval {model_name} {r + 1}/{total}")
+    return loss, accuracy(tested, test, ctx.device)
 
 
 class DCStepEvaluator(StepEvaluator):
