@@ -64,6 +64,12 @@ class Pruner(Strategy):
         scorer's effective model and options); part of the host's prune-stage fingerprint."""
         return {}
 
+    @classmethod
+    def implied_keep(cls, options) -> Optional[float]:
+        """The kept fraction these options fix by themselves (a percentile window), or None
+        when ``--keep`` decides; the host rejects a ``--keep`` that disagrees."""
+        return None
+
 
 class ScorePruner(Pruner):
     """A pruner that scores every sample, then selects per class (or globally).
@@ -98,9 +104,25 @@ class Distiller(Strategy):
     ``data`` in the default ``pool`` mode).
     """
 
+    recommended_keep: ClassVar[Optional[float]] = None
+    """The keep ratio the papers found best for this method (Moser et al.), used when
+    ``--keep`` is not given; None means the host's neutral default (0.5)."""
+
     @classmethod
     def kind(cls) -> str:
         return "distiller"
+
+    @classmethod
+    def recommended_keep_for(cls, options) -> Optional[float]:
+        """The recommended keep ratio for these options (a latent distiller's follows its
+        objective); the class's ``recommended_keep`` by default."""
+        return cls.recommended_keep
+
+    @classmethod
+    def uses_real_init(cls, options) -> bool:
+        """Whether the method starts from ipc real images per class (so every class of the
+        initial pool must hold at least ipc samples)."""
+        return getattr(options, "init", "real") == "real"
 
     def distill(
         self,

@@ -151,6 +151,10 @@ class DC(Distiller):
     default_init = "noise"
     augment = False
 
+    @classmethod
+    def uses_real_init(cls, options) -> bool:
+        return (cls.default_init if options.init == "default" else options.init) == "real"
+
     @dataclass(frozen=True)
     class Options:
         iterations: int = option(1000, "outer iterations (paper: 1000)")

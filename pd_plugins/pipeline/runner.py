@@ -121,7 +121,8 @@ class Run:
 
         keep = cfg.keep
         if keep is None:
-            keep = getattr(distiller_cls, "recommended_keep", 0.5) if distiller_cls is not None else 0.5
+            recommended = distiller_cls.recommended_keep_for(distiller_opts) if distiller_cls is not None else None
+            keep = recommended if recommended is not None else 0.5
         pruner_cls = None
         pruner_opts = None
         if cfg.subset and cfg.pruner != "none":
@@ -131,9 +132,8 @@ class Run:
         if cfg.pruner != "none":
             pruner_cls = regs["pruner"].load(cfg.pruner)
             pruner_opts = pruner_cls.resolve_options(cfg.pruner_options, budget)
-            window_keep = getattr(pruner_opts, "implied_keep", None)
-            if callable(window_keep) and window_keep() is not None:
-                implied = window_keep()
+            implied = pruner_cls.implied_keep(pruner_opts)
+            if implied is not None:
                 if cfg.keep is not None and abs(cfg.keep - implied) > 1e-9:
                     raise OptionsError(
                         f"--keep {cfg.keep} disagrees with the pruner's window (keeps {implied:g}); give one of them"
@@ -386,11 +386,11 @@ class Run:
     def _check_ipc(self, pool, what: str) -> None:
         counts = pool.class_counts()
         smallest = min(counts) if counts else 0
-        init = getattr(self.distiller.options, "init", "real")
+        real_init = self.distiller.uses_real_init(self.distiller.options)
         if smallest == 0:
             empty = [i for i, c in enumerate(counts) if c == 0]
             raise OptionsError(f"{what} has no samples of class(es) {empty}; keep more samples")
-        if init == "real" and self.cfg.ipc > smallest:
+        if real_init and self.cfg.ipc > smallest:
             raise OptionsError(
                 f"ipc {self.cfg.ipc} is larger than the smallest class after pruning ({smallest} samples); "
                 "lower --ipc or raise --keep"

@@ -61,6 +61,10 @@ class EL2NWindowPruner(TrainedScorePruner):
         # no lr decay in the recipe: training to the score epoch equals reading that checkpoint
         return min(self.options.score_epoch, self.options.epochs)
 
+    @classmethod
+    def implied_keep(cls, options) -> float:
+        return options.implied_keep()
+
     def runs(self) -> int:
         return self.options.models
 
