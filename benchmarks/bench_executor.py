@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -21,14 +20,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._common import loadavg, write_result  # noqa: E402
-
-
-def _commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                              cwd=Path(__file__).parent, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def bench_sweep(workers: int, iterations: int, epochs: int) -> dict:
@@ -115,9 +106,12 @@ def main() -> None:
     experts = bench_experts(a.workers, experts=4, epochs=2 if a.quick else 10)
     print(f"experts: 1 worker {experts['one_worker_s']} s, {a.workers} workers {experts['n_workers_s']} s: "
           f"{experts['speedup']}x")
-    write_result("executor", {"commit": _commit(), "date": time.strftime("%Y-%m-%d %H:%M"), "quick": a.quick,
-                              "cpu_count": os.cpu_count(), "loadavg_before": load_before,
-                              "sweep": sweep, "experts": experts})
+    # cells and experts run in child processes: name the code they run so staleness sees it
+    write_result("executor", {"quick": a.quick, "cpu_count": os.cpu_count(), "loadavg_before": load_before,
+                              "sweep": sweep, "experts": experts},
+                 entry_modules=("pd_plugins.pipeline.runner", "pd_plugins.distillation.experts",
+                                "pd_plugins.executor", "pd_plugins.experiments.sweep"),
+                 plugins=(("distiller", "dm"), ("pruner", "random"), ("evaluator", "dsa-step")))
 
 
 if __name__ == "__main__":
