@@ -443,18 +443,17 @@ def _run_and_data(run_dir: Path):
 
 def run_synthetic(run_dir) -> tuple[SyntheticSet, "object"]:
     """The distilled set of a run directory and its dataset's train split."""
-    from pd_plugins.io import safe_torch_load
+    from pd_plugins.types import DistillResult
 
     run_dir = Path(run_dir)
     path = run_dir / "distill.pt"
     if not path.exists():
         raise DataError(f"{run_dir} has no distilled set (distill.pt); use --what subset for a pruned run")
     _, splits = _run_and_data(run_dir)
-    saved = safe_torch_load(path, "distill result")
+    saved = DistillResult.load(path)
     train = splits.train
-    syn = SyntheticSet(images=saved["images"].float(), labels=saved["labels"], mean=tuple(train.mean),
-                       std=tuple(train.std), class_names=tuple(train.class_names), lr=saved.get("lr"),
-                       zca=saved.get("zca"))
+    syn = SyntheticSet(images=saved.images.float(), labels=saved.labels, mean=tuple(train.mean),
+                       std=tuple(train.std), class_names=tuple(train.class_names), lr=saved.lr, zca=saved.zca)
     check_compatible(syn, train, str(path))
     return syn, train
 
@@ -496,25 +495,25 @@ def export_subset(run_dir, to, *, overwrite: bool = False) -> dict:
     import csv
     import io as _io
 
-    from pd_plugins.io import safe_torch_load
+    from pd_plugins.types import PruneResult
 
     run_dir, to = Path(run_dir), Path(to)
     suffix = to.suffix.lower()
     if suffix not in (".csv", ".json"):
         raise OptionsError(f"subset export writes .csv or .json, got {to.name!r}")
     check_target(to, overwrite)
-    saved = safe_torch_load(run_dir / "prune.pt", "prune result")
+    saved = PruneResult.load(run_dir / "prune.pt")
     _, splits = _run_and_data(run_dir)
     train = splits.train
-    keep = saved["keep"]
-    source = saved["source_index"].tolist()
+    keep = saved.keep
+    source = (saved.source_index if saved.source_index is not None else train.index[keep]).tolist()
     labels = train.hard_labels[keep].tolist()
-    scores = saved.get("scores")
+    scores = saved.scores
     if scores is not None:
         scores = scores[keep] if scores.shape[0] == len(train) else scores
         scores = [None if not math.isfinite(float(s)) else float(s) for s in scores.tolist()]
     if suffix == ".json":
-        text = json.dumps({"dataset": train.name, "pruner": saved.get("pruner"), "source_index": source,
+        text = json.dumps({"dataset": train.name, "pruner": saved.pruner, "source_index": source,
                            "labels": labels, "scores": scores}) + "\n"
     else:
         buf = _io.StringIO()
