@@ -443,17 +443,18 @@ def _run_and_data(run_dir: Path):
 
 def run_synthetic(run_dir) -> tuple[SyntheticSet, "object"]:
     """The distilled set of a run directory and its dataset's train split."""
-    from pd_plugins.types import DistillResult
+    from pd_plugins.io import safe_torch_load
 
     run_dir = Path(run_dir)
     path = run_dir / "distill.pt"
     if not path.exists():
         raise DataError(f"{run_dir} has no distilled set (distill.pt); use --what subset for a pruned run")
     _, splits = _run_and_data(run_dir)
-    saved = DistillResult.load(path)
+    saved = safe_torch_load(path, "distill result")
     train = splits.train
-    syn = SyntheticSet(images=saved.images.float(), labels=saved.labels, mean=tuple(train.mean),
-                       std=tuple(train.std), class_names=tuple(train.class_names), lr=saved.lr, zca=saved.zca)
+    syn = SyntheticSet(images=saved["images"].float(), labels=saved["labels"], mean=tuple(train.mean),
+                       std=tuple(train.std), class_names=tuple(train.class_names), lr=saved.get("lr"),
+                       zca=saved.get("zca"))
     check_compatible(syn, train, str(path))
     return syn, train
 

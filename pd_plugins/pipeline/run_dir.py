@@ -9,20 +9,52 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shutil
 import time
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 from pd_plugins.errors import DataError, StageExistsError
 from pd_plugins.io import atomic_write_json, atomic_write_text, read_json
 from pd_plugins.paths import expect_output_dir
+
+if TYPE_CHECKING:  # pragma: no cover
+    from pd_plugins.config import RunConfig
 
 ARTIFACTS = {"prune": "prune.pt", "distill": "distill.pt", "eval": "eval.json"}
 
 
 def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S")
+
+
+def default_out(cfg: "RunConfig") -> str:
+    """``runs/<dataset>-<pruner>-<distiller>-ipc<n>-s<seed>-<time>``."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return str(Path("runs") / f"{cfg.dataset}-{cfg.pruner}-{cfg.distiller}-ipc{cfg.ipc}-s{cfg.seed}-{stamp}")
+
+
+def load_run_config(run_dir: str | os.PathLike) -> "RunConfig":
+    """The :class:`RunConfig` stored in a run directory's ``config.json``."""
+    from pd_plugins.config import RunConfig
+
+    values = read_json(Path(run_dir) / "config.json", "run config")
+    values.pop("resolved", None)
+    return RunConfig.from_dict(values)
+
+
+def package_versions() -> dict:
+    """The versions recorded in the manifest: pd_plugins, torch, kornia, python."""
+    import platform
+
+    import kornia
+    import torch
+
+    from pd_plugins import __version__
+
+    return {"pd_plugins": __version__, "torch": torch.__version__, "kornia": kornia.__version__,
+            "python": platform.python_version()}
 
 
 def _logged_at_or_after(line: str, stage: str, step: int) -> bool:

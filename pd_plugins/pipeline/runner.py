@@ -9,25 +9,19 @@ resumes at the first unfinished stage; a finished one is never recomputed or ove
 from __future__ import annotations
 
 import os
-import platform
 import time
 from pathlib import Path
-from typing import Any
 
 from pd_plugins.config import RunConfig
-from pd_plugins.errors import DataError, PdPluginsError, StrategyError
-from pd_plugins.io import read_json
+from pd_plugins.errors import DataError, PdPluginsError
 from pd_plugins.pipeline.context import RunContext
 from pd_plugins.pipeline.resolve import MODES, resolve_device, resolve_run  # noqa: F401  (re-exported)
-from pd_plugins.pipeline.run_dir import ARTIFACTS, RunDirectory, _logged_at_or_after  # noqa: F401  (re-exported)
-from pd_plugins.pipeline.stages import DistillStage, EvalStage, PruneStage
+from pd_plugins.pipeline.run_dir import (  # noqa: F401  (ARTIFACTS, _logged_at_or_after, load_run_config: re-exported)
+    ARTIFACTS, RunDirectory, _logged_at_or_after, default_out, load_run_config, package_versions)
+from pd_plugins.pipeline.stages import DistillStage, EvalStage, PruneStage, call_strategy
+from pd_plugins.pipeline.summary import summarise
 
 STAGES = ("prune", "distill", "eval")
-
-
-def default_out(cfg: RunConfig) -> str:
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    return str(Path("runs") / f"{cfg.dataset}-{cfg.pruner}-{cfg.distiller}-ipc{cfg.ipc}-s{cfg.seed}-{stamp}")
 
 
 class Run:
@@ -51,6 +45,7 @@ class Run:
         self.dir = RunDirectory(cfg.out or default_out(cfg), overwrite=overwrite, lock_wait=lock_wait)
         self.out = self.dir.path
         self.prune_stage, self.distill_stage, self.eval_stage = PruneStage(self), DistillStage(self), EvalStage(self)
+        self.stages = {s.name: s for s in (self.prune_stage, self.distill_stage, self.eval_stage)}
         self._data = None
 
     def config_json(self) -> dict:
@@ -90,20 +85,11 @@ class Run:
 
     def _call(self, kind: str, name: str, fn, *args, **kwargs):
         """Call a strategy; unexpected exceptions become a one-line StrategyError."""
-        try:
-            return fn(*args, **kwargs)
-        except PdPluginsError:
-            raise
-        except Exception as exc:
-            entry = self.regs[kind].get(name)
-            raise StrategyError(f"{kind} {name!r} ({entry.origin()}) failed: {type(exc).__name__}: {exc}") from exc
+        return call_strategy(self.regs, kind, name, fn, *args, **kwargs)
 
     # -- the stages (by name, for experiments and commands) ----------------------------------
-    def stage(self, name: str):
-        return {"prune": self.prune_stage, "distill": self.distill_stage, "eval": self.eval_stage}[name]
-
     def stage_fingerprint(self, stage: str, data_fp: str) -> str:
-        return self.stage(stage).fingerprint(data_fp)
+        return self.stages[stage].fingerprint(data_fp)
 
     def run_prune(self, data_fp: str):
         """The PruneResult (positions into the train split), computed if needed."""
@@ -141,15 +127,8 @@ class Run:
 
     def prepare_dir(self, stages: tuple[str, ...]) -> None:
         """Create the run directory, or check that an existing one may be resumed."""
-        import kornia
-        import torch
-
-        from pd_plugins import __version__
-
-        versions = {"pd_plugins": __version__, "torch": torch.__version__, "kornia": kornia.__version__,
-                    "python": platform.python_version()}
         self.dir.prepare(stages, self.config_json(),
-                         {"versions": versions, "plugins": self.host.plugin_list(include_builtin=True)})
+                         {"versions": package_versions(), "plugins": self.host.plugin_list(include_builtin=True)})
 
     # -- whole run ---------------------------------------------------------------------------
     def execute(self, stages: tuple[str, ...] = STAGES) -> dict:
@@ -168,21 +147,25 @@ class Run:
     def _execute(self, stages: tuple[str, ...]) -> dict:
         stages = tuple(s for s in stages if not (s == "distill" and self.distiller is None)
                        and not (s == "eval" and self.evaluator is None))
-        t0 = time.perf_counter()
-        timings: dict[str, float] = {}
-        splits = self._check_inputs(stages)
+        t0, seconds = time.perf_counter(), {}
+
+        def timed(stage, *inputs):
+            t = time.perf_counter()
+            value = stage.get(data_fp, *inputs)
+            seconds[stage.name] = round(time.perf_counter() - t, 2)
+            return value
+
+        splits = self._check_inputs(stages)  # data: before the run directory exists, bad inputs leave nothing
+        data_fp = splits.train.fingerprint()
         fresh, existed_empty = self.dir.is_fresh()
         self.prepare_dir(stages)
         pruned = distilled = evaluated = None
         try:
             ctx = self.context("run")
             self.host.pm.hook.on_run_start(config=self.config_json(), context=ctx)
-            data_fp = splits.train.fingerprint()
             self.host.pm.hook.on_stage_end(stage="data", result=splits, context=ctx)
             if any(s in STAGES for s in stages):  # every stage needs the pruned set
-                t = time.perf_counter()
-                pruned = self.run_prune(data_fp)
-                timings["prune"] = time.perf_counter() - t
+                pruned = timed(self.prune_stage)
             if "distill" in stages and not self.distill_stage.done(data_fp):
                 self.distill_stage.check(splits.train, pruned)
         except Exception:
@@ -190,16 +173,11 @@ class Run:
                 self.dir.discard(keep_dir=existed_empty)
             raise
         if "distill" in stages:
-            t = time.perf_counter()
-            distilled = self.run_distill(data_fp, pruned)
-            timings["distill"] = time.perf_counter() - t
+            distilled = timed(self.distill_stage, pruned)
         if "eval" in stages:
-            t = time.perf_counter()
-            evaluated = self.run_eval(data_fp, pruned, distilled)
-            timings["eval"] = time.perf_counter() - t
+            evaluated = timed(self.eval_stage, pruned, distilled)
         summary = self.summary(splits, pruned, distilled, evaluated)
-        summary["seconds"] = {k: round(v, 2) for k, v in timings.items()}
-        summary["seconds"]["total"] = round(time.perf_counter() - t0, 2)
+        summary["seconds"] = {**seconds, "total": round(time.perf_counter() - t0, 2)}
         return summary
 
     def _check_inputs(self, stages: tuple[str, ...]):
@@ -214,36 +192,9 @@ class Run:
         return splits
 
     def summary(self, splits, pruned, distilled, evaluated) -> dict:
-        cfg = self.cfg
-        out: dict[str, Any] = {
-            "out": str(self.out), "dataset": cfg.dataset, "train_size": len(splits.train),
-            "test_size": len(splits.test), "budget": self.resolved["budget"],
-            "pruner": cfg.pruner if not cfg.subset else f"subset:{cfg.subset}",
-            "keep": self.resolved["keep"], "mode": cfg.mode,
-        }
-        if pruned is not None:
-            out["kept"] = int(pruned.keep.numel())
-            out["kl_to_full"] = pruned.meta.get("kl_to_full")
-        if distilled is not None:
-            out.update({"distiller": cfg.distiller, "ipc": cfg.ipc, "synthetic": int(distilled.images.shape[0])})
-            if distilled.history:
-                out["final_loss"] = distilled.history[-1].get("loss")
-            if distilled.lr is not None:
-                out["learned_lr"] = distilled.lr
-        if evaluated is not None:
-            res = evaluated["results"][0]
-            out.update({"evaluated": evaluated["evaluated"], "model": res["model"], "acc_mean": res["mean"],
-                        "acc_std": res["std"], "repeats": len(res["accs"])})
-        return out
+        return summarise(self, splits, pruned, distilled, evaluated)
 
 
 def run(config: RunConfig, *, overwrite: bool = False, stages: tuple[str, ...] = STAGES, host=None) -> dict:
     """Run a pipeline from the Python API; returns the summary dict (see :class:`Run`)."""
     return Run(config, overwrite=overwrite, host=host).execute(stages)
-
-
-def load_run_config(run_dir: str | os.PathLike) -> RunConfig:
-    """The :class:`RunConfig` stored in a run directory's ``config.json``."""
-    values = read_json(Path(run_dir) / "config.json", "run config")
-    values.pop("resolved", None)
-    return RunConfig.from_dict(values)

@@ -12,12 +12,23 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from pd_plugins.errors import DivergenceError, OptionsError
+from pd_plugins.errors import DivergenceError, OptionsError, PdPluginsError, StrategyError
 from pd_plugins.types import DistillResult, PruneResult, sha256_json
 
 if TYPE_CHECKING:  # pragma: no cover
     from pd_plugins.pipeline.context import RunContext
     from pd_plugins.pipeline.runner import Run
+
+
+def call_strategy(regs, kind: str, name: str, fn, *args, **kwargs):
+    """Call a strategy's method; unexpected exceptions become a one-line StrategyError naming its origin."""
+    try:
+        return fn(*args, **kwargs)
+    except PdPluginsError:
+        raise
+    except Exception as exc:
+        entry = regs[kind].get(name)
+        raise StrategyError(f"{kind} {name!r} ({entry.origin()}) failed: {type(exc).__name__}: {exc}") from exc
 
 
 class Stage:
