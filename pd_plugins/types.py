@@ -28,6 +28,18 @@ def tensor_digest(t: "torch.Tensor") -> str:
     return h.hexdigest()
 
 
+def _load_artifact(path, what: str, required: Sequence[str]) -> dict:
+    """A saved stage result as a dict; a missing file, a bad checkpoint or missing keys are a DataError."""
+    from pd_plugins.errors import DataError
+    from pd_plugins.io import safe_torch_load
+
+    saved = safe_torch_load(path, what)
+    missing = [k for k in required if not isinstance(saved, dict) or k not in saved]
+    if missing:
+        raise DataError(f"{what} {path} lacks {', '.join(missing)}")
+    return saved
+
+
 @dataclass(frozen=True, eq=False)
 class ImageDataset:
     """A labelled image set held as one tensor.
@@ -160,6 +172,23 @@ class PruneResult:
     pruner: str
     options: dict = field(default_factory=dict)
     meta: dict = field(default_factory=dict)
+    source_index: Optional["torch.Tensor"] = None  # positions in the source dataset (recorded when saved)
+
+    def save(self, path, *, fingerprint: Optional[str] = None) -> None:
+        """Write the result atomically to ``path`` (``prune.pt``), with the stage's ``fingerprint``."""
+        from pd_plugins.io import atomic_torch_save
+
+        atomic_torch_save({"keep": self.keep, "source_index": self.source_index, "scores": self.scores,
+                           "pruner": self.pruner, "options": self.options, "meta": self.meta,
+                           "fingerprint": fingerprint}, path)
+
+    @classmethod
+    def load(cls, path) -> "PruneResult":
+        """Read a result written by :meth:`save` (``torch.load`` with ``weights_only=True``)."""
+        saved = _load_artifact(path, "prune result", ("keep", "scores", "pruner"))
+        return cls(keep=saved["keep"], scores=saved["scores"], pruner=saved["pruner"],
+                   options=saved.get("options") or {}, meta=saved.get("meta") or {},
+                   source_index=saved.get("source_index"))
 
     def apply(self, data: ImageDataset) -> ImageDataset:
         return data.subset(self.keep)
@@ -195,6 +224,26 @@ class DistillResult:
     @property
     def soft(self) -> bool:
         return self.labels.dim() == 2
+
+    def save(self, path, *, fingerprint: Optional[str] = None) -> None:
+        """Write the set and how it was made atomically to ``path`` (``distill.pt``), tensors on the CPU."""
+        from pd_plugins.io import atomic_torch_save
+
+        atomic_torch_save({
+            "images": self.images.detach().cpu(), "labels": self.labels.detach().cpu(), "ipc": self.ipc,
+            "distiller": self.distiller, "options": self.options, "lr": self.lr, "latents": self.latents,
+            "generator": self.generator, "history": self.history, "source": self.source, "meta": self.meta,
+            "zca": self.zca, "fingerprint": fingerprint,
+        }, path)
+
+    @classmethod
+    def load(cls, path) -> "DistillResult":
+        """Read a result written by :meth:`save` (``torch.load`` with ``weights_only=True``)."""
+        saved = _load_artifact(path, "distill result", ("images", "labels", "ipc", "distiller"))
+        optional = {k: saved[k] for k in ("options", "lr", "latents", "generator", "history", "source", "meta", "zca")
+                    if saved.get(k) is not None}
+        return cls(images=saved["images"], labels=saved["labels"], ipc=saved["ipc"], distiller=saved["distiller"],
+                   **optional)
 
     def as_dataset(self, like: ImageDataset) -> ImageDataset:
         """Wrap the synthetic images as an :class:`ImageDataset` with ``like``'s metadata."""

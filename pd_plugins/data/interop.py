@@ -496,25 +496,25 @@ def export_subset(run_dir, to, *, overwrite: bool = False) -> dict:
     import csv
     import io as _io
 
-    from pd_plugins.io import safe_torch_load
+    from pd_plugins.types import PruneResult
 
     run_dir, to = Path(run_dir), Path(to)
     suffix = to.suffix.lower()
     if suffix not in (".csv", ".json"):
         raise OptionsError(f"subset export writes .csv or .json, got {to.name!r}")
     check_target(to, overwrite)
-    saved = safe_torch_load(run_dir / "prune.pt", "prune result")
+    saved = PruneResult.load(run_dir / "prune.pt")
     _, splits = _run_and_data(run_dir)
     train = splits.train
-    keep = saved["keep"]
-    source = saved["source_index"].tolist()
+    keep = saved.keep
+    source = (saved.source_index if saved.source_index is not None else train.index[keep]).tolist()
     labels = train.hard_labels[keep].tolist()
-    scores = saved.get("scores")
+    scores = saved.scores
     if scores is not None:
         scores = scores[keep] if scores.shape[0] == len(train) else scores
         scores = [None if not math.isfinite(float(s)) else float(s) for s in scores.tolist()]
     if suffix == ".json":
-        text = json.dumps({"dataset": train.name, "pruner": saved.get("pruner"), "source_index": source,
+        text = json.dumps({"dataset": train.name, "pruner": saved.pruner, "source_index": source,
                            "labels": labels, "scores": scores}) + "\n"
     else:
         buf = _io.StringIO()

@@ -23,12 +23,12 @@ from pd_plugins.types import sha256_json
 def finished_stages(run):
     """The run's pruned and distilled results; both stages must be finished."""
     data_fp = run.data().train.fingerprint()
-    needed = ["prune"] + (["distill"] if run.distiller is not None else [])
+    needed = [run.prune_stage] + ([run.distill_stage] if run.distiller is not None else [])
     for stage in needed:
-        if not run.stage_done(stage, run.stage_fingerprint(stage, data_fp)):
-            raise DataError(f"{run.out} has no finished {stage} stage; run it first (pd-run --out {run.out} ...)")
-    pruned = run.run_prune(data_fp)
-    distilled = run.run_distill(data_fp, pruned) if run.distiller is not None else None
+        if not stage.done(data_fp):
+            raise DataError(f"{run.out} has no finished {stage.name} stage; run it first (pd-run --out {run.out} ...)")
+    pruned = run.prune_stage.load()
+    distilled = run.distill_stage.load() if run.distiller is not None else None
     return data_fp, pruned, distilled
 
 

@@ -1,0 +1,261 @@
+"""The three stages of a run, one object each: prune, distill, evaluate.
+
+A stage knows what it depends on (:meth:`Stage.key`, hashed into its fingerprint), how to
+compute its result, and how to save and load it through the result type. :meth:`Stage.get`
+loads a finished result (same fingerprint, artifact present) or computes, saves and marks it
+done. Each key nests the previous stage's, so a changed input invalidates everything after it.
+
+A stage works on a :class:`~pd_plugins.pipeline.runner.Run`: its config (``cfg``), resolved
+settings (``resolved``), strategies, data, contexts and run directory (``dir``).
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from pd_plugins.errors import DivergenceError, OptionsError, PdPluginsError, StrategyError
+from pd_plugins.types import DistillResult, PruneResult, sha256_json
+
+if TYPE_CHECKING:  # pragma: no cover
+    from pd_plugins.pipeline.context import RunContext
+    from pd_plugins.pipeline.runner import Run
+
+
+def call_strategy(regs, kind: str, name: str, fn, *args, **kwargs):
+    """Call a strategy's method; unexpected exceptions become a one-line StrategyError naming its origin."""
+    try:
+        return fn(*args, **kwargs)
+    except PdPluginsError:
+        raise
+    except Exception as exc:
+        entry = regs[kind].get(name)
+        raise StrategyError(f"{kind} {name!r} ({entry.origin()}) failed: {type(exc).__name__}: {exc}") from exc
+
+
+class Stage:
+    """One step of the pipeline and its artifact in the run directory."""
+
+    name: ClassVar[str]
+
+    def __init__(self, run: "Run"):
+        self.run = run
+
+    @property
+    def path(self):
+        return self.run.dir.artifact(self.name)
+
+    def key(self, data_fp: str) -> dict:
+        """Everything the result depends on (JSON-able)."""
+        raise NotImplementedError
+
+    def fingerprint(self, data_fp: str) -> str:
+        return sha256_json(self.key(data_fp))
+
+    def done(self, data_fp: str) -> bool:
+        return self.run.dir.stage_done(self.name, self.fingerprint(data_fp))
+
+    def compute(self, ctx: "RunContext", *inputs) -> Any:
+        raise NotImplementedError
+
+    def save(self, result, fingerprint: str) -> Any:
+        """Write ``result``; returns what :meth:`get` hands on (what :meth:`load` reads back)."""
+        raise NotImplementedError
+
+    def load(self) -> Any:
+        raise NotImplementedError
+
+    def hook_result(self, result) -> Any:
+        """What the ``on_stage_end`` hook receives."""
+        return result
+
+    def get(self, data_fp: str, *inputs) -> Any:
+        """The finished result if the run directory holds it, else compute, save and mark it done."""
+        fp = self.fingerprint(data_fp)
+        if self.run.dir.stage_done(self.name, fp):
+            return self.load()
+        ctx = self.run.context(self.name)
+        result = self.compute(ctx, *inputs)
+        value = self.save(result, fp)
+        self.run.dir.mark_done(self.name, fp)
+        self.run.host.pm.hook.on_stage_end(stage=self.name, result=self.hook_result(result), context=ctx)
+        return value
+
+
+class PruneStage(Stage):
+    """Kept positions in the train split: the pruner's, a ``--subset`` file's, or all of them."""
+
+    name = "prune"
+
+    def key(self, data_fp: str) -> dict:
+        run, cfg = self.run, self.run.cfg
+        key = {"data": data_fp, "pruner": cfg.pruner, "keep": run.resolved["keep"],
+               "options": run.resolved["pruner_options"], "seed": cfg.seed, "subset": run.plan.subset_sha256}
+        from_context = run.pruner.context_identity(run.context("prune")) if run.pruner is not None else {}
+        if from_context:  # e.g. the scorer's effective model options, inherited from the run's
+            key["context"] = from_context
+        return key
+
+    def compute(self, ctx, *inputs) -> PruneResult:
+        import torch
+
+        from pd_plugins.pruning.selection import class_kl
+
+        run, cfg = self.run, self.run.cfg
+        train = run.data().train
+        if cfg.subset:
+            from pd_plugins.data.subset import read_subset
+
+            result = read_subset(cfg.subset, train)
+        elif run.pruner is None:
+            result = PruneResult(keep=torch.arange(len(train)), scores=None, pruner="none")
+        else:
+            result = run._call("pruner", cfg.pruner, run.pruner.prune, train, run.resolved["keep"], ctx)
+        kept_labels = train.hard_labels[result.keep]
+        result.meta = {**result.meta,
+                       "per_class_kept": torch.bincount(kept_labels, minlength=train.num_classes).tolist(),
+                       "kl_to_full": class_kl(kept_labels, train.hard_labels, train.num_classes),
+                       "kept": int(result.keep.numel()), "of": len(train)}
+        result.source_index = train.index[result.keep]
+        return result
+
+    def save(self, result: PruneResult, fingerprint: str) -> PruneResult:
+        from pd_plugins.pruning.report import write_prune_report
+
+        result.save(self.path, fingerprint=fingerprint)
+        write_prune_report(self.run.out, self.run.data().train, result)
+        return result
+
+    def load(self) -> PruneResult:
+        return PruneResult.load(self.path)
+
+
+class DistillStage(Stage):
+    """The synthetic set, distilled from the pruned set (``pool``) or from all data seeded by it (``init*``)."""
+
+    name = "distill"
+
+    def key(self, data_fp: str) -> dict:
+        run, cfg, r = self.run, self.run.cfg, self.run.resolved
+        key = {"prune": run.prune_stage.key(data_fp), "distiller": cfg.distiller, "ipc": cfg.ipc, "mode": cfg.mode,
+               "options": r["distiller_options"], "model": cfg.model, "model_options": r["model_options"],
+               "augmentation": cfg.augmentation, "aug": r["augmentation_options"], "seed": cfg.seed,
+               "precision": cfg.precision}
+        if cfg.mode != "pool":
+            key["init_select"] = r["init_select"]
+        return key
+
+    def init_pool(self, train, pruned):
+        """Where the distiller draws its real initial images from.
+
+        ``pool`` and ``init-random``: the whole pruned set. ``init`` (Sundar et al., Algorithm 1:
+        the synthetic set is initialised to the pruned set itself): exactly ipc samples per class
+        at the pruner's selection edge -- a window's lower percentile, the easy or hard end of a
+        ratio -- so a distiller drawing ipc from it takes all of them; a selection without scores
+        must keep exactly ipc per class.
+        """
+        ipc = self.run.cfg.ipc
+        if self.run.cfg.mode != "init":
+            return pruned.apply(train)
+        from pd_plugins.pruning.selection import selection_edge, take_at_edge
+
+        positions = take_at_edge(pruned.scores, train.hard_labels, pruned.keep, train.num_classes, ipc,
+                                 selection_edge(pruned.meta, pruned.scores),
+                                 what=f"--mode init ({pruned.pruner} selection, ipc {ipc})")
+        return train.subset(positions)
+
+    def check(self, train, pruned) -> None:
+        """Fail before any distillation work when the pruned set cannot give the distiller its ipc."""
+        distiller = self.run.distiller
+        counts = pruned.apply(train).class_counts()
+        smallest = min(counts) if counts else 0
+        if smallest == 0:
+            empty = [i for i, c in enumerate(counts) if c == 0]
+            raise OptionsError(f"the pruned set has no samples of class(es) {empty}; keep more samples")
+        if distiller.uses_real_init(distiller.options) and self.run.cfg.ipc > smallest:
+            raise OptionsError(
+                f"ipc {self.run.cfg.ipc} is larger than the smallest class after pruning ({smallest} samples); "
+                "lower --ipc or raise --keep"
+            )
+        self.init_pool(train, pruned)  # init mode: a selection it cannot take ipc from fails here
+
+    def compute(self, ctx, pruned) -> DistillResult:
+        from pd_plugins.io import atomic_torch_save
+
+        run, cfg = self.run, self.run.cfg
+        train = run.data().train
+        data = pruned.apply(train) if cfg.mode == "pool" else train
+        init_pool = self.init_pool(train, pruned)
+        try:
+            result = run._call("distiller", cfg.distiller, run.distiller.distill, data, cfg.ipc, ctx, init_pool)
+        except DivergenceError as exc:
+            if exc.state is not None and exc.state.get("tensors"):  # last finite images or latents
+                atomic_torch_save({**exc.state["tensors"], "error": str(exc)}, run.out / "diverged.pt")
+            raise
+        result.meta = {**result.meta, "mode": cfg.mode, "pool_size": len(data), "init_pool_size": len(init_pool)}
+        if cfg.mode == "init":  # these samples are the initial synthetic images
+            result.meta["init_source_index"] = init_pool.index.tolist()
+        return result
+
+    def save(self, result: DistillResult, fingerprint: str) -> DistillResult:
+        """``distill.pt``, and ``synthetic.png`` at pixel scale (ZCA-space sets are un-whitened for viewing)."""
+        from pd_plugins.data.zca import unit_images
+        from pd_plugins.viz import save_image_grid
+
+        result.save(self.path, fingerprint=fingerprint)
+        ipc, images = self.run.cfg.ipc, result.images
+        save_image_grid(unit_images(images, self.run.data().train, result.zca), self.run.out / "synthetic.png",
+                        nrow=max(1, ipc) if images.shape[0] > ipc else 10)
+        return result
+
+    def load(self) -> DistillResult:
+        return DistillResult.load(self.path)
+
+
+class EvalStage(Stage):
+    """Accuracy of fresh networks trained on the distilled set (else the pruned one); ``eval.json``."""
+
+    name = "eval"
+
+    def key(self, data_fp: str) -> dict:
+        run = self.run
+        key = {"distill": run.distill_stage.key(data_fp), "evaluator": run.cfg.evaluator,
+               "options": run.resolved["evaluator_options"]}
+        revision = run.evaluator.protocol_revision if run.evaluator is not None else 0
+        if revision:  # a changed protocol makes results of the old code stale
+            key["revision"] = revision
+        return key
+
+    def inputs(self, pruned, distilled):
+        """``(train set, test set, learned lr or None, what)`` of an evaluation: the distilled set, else the
+        pruned one; the test set is in the train set's space (ZCA-whitened when the set was distilled so)."""
+        from pd_plugins.data.zca import in_set_space
+
+        run = self.run
+        splits = run.data()
+        if distilled is not None:
+            return (distilled.as_dataset(splits.train), in_set_space(splits.test, distilled.zca), distilled.lr,
+                    "distilled")
+        what = "pruned" if run.pruner is not None or run.cfg.subset else "full"
+        return pruned.apply(splits.train), splits.test, None, what
+
+    def compute(self, ctx, pruned, distilled) -> tuple:
+        train_set, test, lr, what = self.inputs(pruned, distilled)
+        run = self.run
+        result = run._call("evaluator", run.cfg.evaluator, run.evaluator.evaluate, train_set, test, ctx, lr=lr)
+        return result, what, len(train_set)
+
+    def hook_result(self, result):
+        return result[0]
+
+    def save(self, result, fingerprint: str) -> dict:
+        from pd_plugins.io import atomic_write_json
+
+        evaluated, what, train_size = result
+        payload = {"evaluated": what, "train_size": train_size, "results": [evaluated.to_json()],
+                   "fingerprint": fingerprint}
+        atomic_write_json(self.path, payload)
+        return payload
+
+    def load(self) -> dict:
+        from pd_plugins.io import read_json
+
+        return read_json(self.path, "eval result")
