@@ -524,6 +524,7 @@ class Run:
             read_subset(self.cfg.subset, splits.train)
         if "distill" in stages:  # e.g. a generator's prior folder, before the run directory exists
             self.distiller.check_inputs()
+            self.distiller.check_data(splits.train)
         existed_empty = self.out.is_dir() and not any(self.out.iterdir())
         fresh = existed_empty or self.overwrite or not self.out.exists()
         self.prepare_dir(stages)
