@@ -152,6 +152,17 @@ def test_mtt_objective_with_dsa_through_a_generator(tmp_path):
     assert res.lr is not None and res.lr != 0.01  # the learned lr moved under GLaD's lr_lr
 
 
+def test_decoder_prior_geometry_is_checked_before_the_run(tmp_path):
+    from pd_plugins.distillation.generative.decoder import train_decoder
+
+    train_decoder(tiny_data(hw=12), RunContext(seed=0), tmp_path / "p", epochs=1, z_dim=8, width=16)
+    cls = distiller("glad")
+    glad = cls(cls.resolve_options({"weights": str(tmp_path / "p")}))
+    glad.check_data(tiny_data(hw=12))
+    with pytest.raises(DataError, match="trained for"):
+        glad.check_data(tiny_data(hw=8))
+
+
 # -- mapping options --------------------------------------------------------------------------
 def test_mapping_options_from_dotted_keys_and_json():
     from dataclasses import dataclass
@@ -259,3 +270,15 @@ def test_weights_auto_trains_once_then_reuses_the_cache(tmp_path, monkeypatch, c
     assert len(trained) == 3
     with pytest.raises(DataError, match="square images"):
         ld3m.check_data(tiny_data(hw=7))
+
+
+def test_outside_prior_without_class_ids_stops_before_the_run_directory(tmp_path):
+    from click.testing import CliRunner
+
+    from pd_plugins.cli import cli
+
+    path = big_table_ldm(tmp_path, rows=21)  # 20 classes + null; digits has 10
+    res = CliRunner().invoke(cli, ["--distiller", "ld3m", "-D", f"weights={path}", "--pruner", "none",
+                                   "--evaluator", "none", "--out", str(tmp_path / "r")])
+    assert res.exit_code != 0 and "give class_ids" in res.output and "Traceback" not in res.output
+    assert not (tmp_path / "r").exists()
