@@ -270,6 +270,8 @@ def test_weights_auto_trains_once_then_reuses_the_cache(tmp_path, monkeypatch, c
     assert len(trained) == 3
     with pytest.raises(DataError, match="square images"):
         ld3m.check_data(tiny_data(hw=7))
+    with pytest.raises(OptionsError, match="prior_unet_epochs: only weights=auto trains a prior"):
+        cls.resolve_options({"weights": str(tmp_path), "prior_unet_epochs": 3})
 
 
 def test_outside_prior_without_class_ids_stops_before_the_run_directory(tmp_path):

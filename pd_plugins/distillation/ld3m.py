@@ -16,6 +16,7 @@ from typing import Optional
 from pd_plugins.distillation.generative.ldm import LatentDiffusionGenerator
 from pd_plugins.distillation.generative.loop import GenerativeDistiller, LatentOptions
 from pd_plugins.distillation.glad import QUICK_OBJECTIVE
+from pd_plugins.errors import OptionsError
 from pd_plugins.options import option
 from pd_plugins.strategies import Distiller
 
@@ -64,6 +65,14 @@ class LD3M(GenerativeDistiller, Distiller):
                                  "dataset's own classes")
 
     budgets = {"quick": {"iterations": 100, "prior_ae_epochs": 10, "prior_unet_epochs": 20, "prior_width": 32}}
+
+    @classmethod
+    def resolve_options(cls, values=None, budget=None):
+        opts = super().resolve_options(values, budget)
+        given = [k for k in (values or {}) if str(k).replace("-", "_").startswith("prior_")]
+        if given and opts.weights != "auto":
+            raise OptionsError(f"ld3m {given[0]}: only weights=auto trains a prior; weights={opts.weights} is used as it is")
+        return opts
 
     def generator_name(self):
         return "ldm"
