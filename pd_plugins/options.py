@@ -64,10 +64,7 @@ def _coerce_value(value: Any, tp: Any) -> Any:
         raise ValueError(f"must be one of {', '.join(map(str, args))}")
     if tp is dict or origin is dict:
         if isinstance(value, str):
-            text = value.strip()
-            if not text.startswith("{"):
-                raise ValueError(f"expected a mapping (JSON object {{...}} or KEY.SUB=VALUE), got {value!r}")
-            value = json.loads(text)
+            value = mapping_from_text(value)
         if not isinstance(value, Mapping):
             raise ValueError(f"expected a mapping, got {value!r}")
         key_tp, val_tp = args if len(args) == 2 else (Any, Any)
@@ -165,6 +162,20 @@ def coerce(cls, values: Optional[Mapping[str, Any]], *, what: str = "options"):
     return obj
 
 
+def mapping_from_text(text: str) -> dict:
+    """A mapping option's text form: a JSON object, or ``k=v,k2=v2`` (values stay strings)."""
+    text = text.strip()
+    if text.startswith("{"):
+        value = json.loads(text)
+        if not isinstance(value, dict):
+            raise ValueError(f"expected a JSON object, got {text!r}")
+        return value
+    pairs = [p for p in text.split(",") if p.strip()]
+    if any("=" not in p for p in pairs):
+        raise ValueError(f"expected a mapping (a JSON object, k=v,k2=v2 or NAME.KEY=VALUE), got {text!r}")
+    return parse_key_values(pairs, flag="mapping")
+
+
 def _is_mapping(tp: Any) -> bool:
     if get_origin(tp) is Union:
         return any(_is_mapping(a) for a in get_args(tp))
@@ -185,10 +196,10 @@ def fold_dotted(values: Optional[Mapping[str, Any]], mapping_fields: set[str]) -
             out[raw_key] = value
     for head, subs in dotted.items():
         base = out.pop(head, None)
-        if isinstance(base, str) and base.strip().startswith("{"):
+        if isinstance(base, str):
             try:
-                base = json.loads(base)
-            except json.JSONDecodeError as exc:
+                base = mapping_from_text(base)
+            except (ValueError, json.JSONDecodeError, OptionsError) as exc:
                 raise OptionsError(f"bad value {base!r} for option {head!r}: {exc}") from None
         if base is not None and not isinstance(base, Mapping):
             raise OptionsError(f"option {head!r} is a mapping; got {base!r} beside {head}.KEY=VALUE")

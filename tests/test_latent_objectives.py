@@ -176,6 +176,7 @@ def test_mapping_options_from_dotted_keys_and_json():
 
     assert coerce(O, {"extra": '{"a": 1}', "extra.b": "x", "n": "2"}) == O(extra={"a": 1, "b": "x"}, n=2)
     assert coerce(O, {"extra": {"a": 1}}).extra == {"a": 1}
+    assert coerce(O, {"extra": "a=1,b=x", "extra.c": "2"}).extra == {"a": "1", "b": "x", "c": "2"}
     with pytest.raises(OptionsError, match="unknown option 'n.x'"):
         coerce(O, {"n.x": 1})
     with pytest.raises(OptionsError, match="bad value"):
