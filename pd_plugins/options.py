@@ -62,6 +62,13 @@ def _coerce_value(value: Any, tp: Any) -> Any:
             if value == choice or (isinstance(value, str) and str(choice) == value):
                 return choice
         raise ValueError(f"must be one of {', '.join(map(str, args))}")
+    if tp is dict or origin is dict:
+        if isinstance(value, str):
+            value = mapping_from_text(value)
+        if not isinstance(value, Mapping):
+            raise ValueError(f"expected a mapping, got {value!r}")
+        key_tp, val_tp = args if len(args) == 2 else (Any, Any)
+        return {_coerce_value(k, key_tp): _coerce_value(v, val_tp) for k, v in value.items()}
     if origin in (tuple, list):
         if isinstance(value, str):
             text = value.strip()
@@ -123,11 +130,13 @@ def _coerce_value(value: Any, tp: Any) -> Any:
 def coerce(cls, values: Optional[Mapping[str, Any]], *, what: str = "options"):
     """Build ``cls`` from ``values``; unknown keys or bad values raise :class:`OptionsError`.
 
-    Keys may use ``-`` or ``_``; a value of ``None`` means "use the default".
+    Keys may use ``-`` or ``_``; a value of ``None`` means "use the default". A mapping-typed
+    option takes a mapping (or its JSON text) and/or dotted keys ``NAME.SUB`` (from
+    ``-D NAME.SUB=VALUE``), which are merged into it (dotted keys win).
     """
-    values = dict(values or {})
     fields = {f.name: f for f in dataclasses.fields(cls)}
     types = _resolved_types(cls)
+    values = fold_dotted(values, {n for n in fields if _is_mapping(types.get(n, Any))})
     kwargs = {}
     for raw_key, raw_value in values.items():
         key = str(raw_key).replace("-", "_")
@@ -151,6 +160,51 @@ def coerce(cls, values: Optional[Mapping[str, Any]], *, what: str = "options"):
         except (ValueError, TypeError) as exc:
             raise OptionsError(f"bad options for {what}: {exc}") from None
     return obj
+
+
+def mapping_from_text(text: str) -> dict:
+    """A mapping option's text form: a JSON object, or ``k=v,k2=v2`` (values stay strings)."""
+    text = text.strip()
+    if text.startswith("{"):
+        value = json.loads(text)
+        if not isinstance(value, dict):
+            raise ValueError(f"expected a JSON object, got {text!r}")
+        return value
+    pairs = [p for p in text.split(",") if p.strip()]
+    if any("=" not in p for p in pairs):
+        raise ValueError(f"expected a mapping (a JSON object, k=v,k2=v2 or NAME.KEY=VALUE), got {text!r}")
+    return parse_key_values(pairs, flag="mapping")
+
+
+def _is_mapping(tp: Any) -> bool:
+    if get_origin(tp) is Union:
+        return any(_is_mapping(a) for a in get_args(tp))
+    return tp is dict or get_origin(tp) is dict
+
+
+def fold_dotted(values: Optional[Mapping[str, Any]], mapping_fields: set[str]) -> dict:
+    """``{"a.x": 1, "a": {"y": 2}}`` -> ``{"a": {"y": 2, "x": 1}}`` for the mapping fields named;
+    other dotted keys are left as they are (and then rejected as unknown)."""
+    out: dict[str, Any] = {}
+    dotted: dict[str, dict] = {}
+    for raw_key, value in (values or {}).items():
+        key = str(raw_key).replace("-", "_")
+        head, _, sub = key.partition(".")
+        if sub and head in mapping_fields:
+            dotted.setdefault(head, {})[sub] = value
+        else:
+            out[raw_key] = value
+    for head, subs in dotted.items():
+        base = out.pop(head, None)
+        if isinstance(base, str):
+            try:
+                base = mapping_from_text(base)
+            except (ValueError, json.JSONDecodeError, OptionsError) as exc:
+                raise OptionsError(f"bad value {base!r} for option {head!r}: {exc}") from None
+        if base is not None and not isinstance(base, Mapping):
+            raise OptionsError(f"option {head!r} is a mapping; got {base!r} beside {head}.KEY=VALUE")
+        out[head] = {**dict(base or {}), **subs}
+    return out
 
 
 def as_dict(options) -> dict:
@@ -186,6 +240,8 @@ def _type_name(tp: Any) -> str:
         return " | ".join(_type_name(a) for a in get_args(tp))
     if origin is Literal:
         return "{" + ",".join(map(str, get_args(tp))) + "}"
+    if origin is dict:
+        return "mapping"
     if origin in (tuple, list):
         return f"{origin.__name__}[{', '.join(_type_name(a) for a in get_args(tp))}]"
     if tp is type(None):

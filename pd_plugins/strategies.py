@@ -118,6 +118,10 @@ class Distiller(Strategy):
         objective); the class's ``recommended_keep`` by default."""
         return cls.recommended_keep
 
+    def check_data(self, data: "ImageDataset") -> None:
+        """Check what the options name against the dataset's geometry (channels, size, classes; raise
+        DataError), after the data loads and before a run directory exists."""
+
     @classmethod
     def uses_real_init(cls, options) -> bool:
         """Whether the method starts from ipc real images per class (so every class of the

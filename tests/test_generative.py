@@ -3,22 +3,13 @@ from __future__ import annotations
 
 import builtins
 import json
-from dataclasses import replace
 
 import pytest
 import torch
 
 from pd_plugins.pipeline.context import RunContext
 from pd_plugins.errors import DataError, PdPluginsError
-from pd_plugins.types import ImageDataset
-
-
-def tiny_data(n_per=6, k=3, c=1, hw=8, seed=0) -> ImageDataset:
-    g = torch.Generator().manual_seed(seed)
-    n = n_per * k
-    return ImageDataset(pixels=torch.randint(0, 256, (n, c, hw, hw), generator=g, dtype=torch.uint8),
-                        labels=torch.arange(k).repeat_interleave(n_per), num_classes=k, mean=(0.3,) * c,
-                        std=(0.25,) * c, name="tiny", index=torch.arange(n), source_id="tiny", allow_flip=False)
+from tests.generative_fixtures import tiny_data, tiny_ldm
 
 
 def decoder_gen(data, ctx, **values):
@@ -112,7 +103,7 @@ def test_glad_end_to_end_with_dm_objective():
 
     data, ctx = tiny_data(), RunContext(seed=0, augmentation="none")
     cls = registries()["distiller"].load("glad")
-    opts = cls.resolve_options({"iterations": 3, "batch_real": 4, "sg_batch": 2, "log_every": 1})
+    opts = cls.resolve_options({"iterations": 3, "objective_options": {"batch_real": 4}, "sg_batch": 2, "log_every": 1})
     res = cls(opts).distill(data, 2, ctx)
     assert res.images.shape == (6, 1, 8, 8) and torch.isfinite(res.images).all()
     assert set(res.latents) == {"f"} and res.generator["name"] == "decoder" and len(res.generator["fingerprint"]) == 64
@@ -128,24 +119,6 @@ def test_glad_end_to_end_with_dm_objective():
 
 # -- latent diffusion (ld3m) ---------------------------------------------------------------
 diffusers = pytest.importorskip("diffusers")
-
-
-def tiny_ldm(tmp_path, k=3, c=1, hw=8):
-    """Untrained tiny diffusers UNet + AutoencoderKL saved as an ldm prior."""
-    from pd_plugins.distillation.generative.ldm import LDM_SCHEDULE
-
-    torch.manual_seed(0)
-    vae = diffusers.AutoencoderKL(in_channels=c, out_channels=c, down_block_types=("DownEncoderBlock2D",) * 2,
-                                  up_block_types=("UpDecoderBlock2D",) * 2, block_out_channels=(8, 8),
-                                  layers_per_block=1, latent_channels=2, norm_num_groups=4, sample_size=hw)
-    unet = diffusers.UNet2DModel(sample_size=hw // 2, in_channels=2, out_channels=2, block_out_channels=(8, 8),
-                                 down_block_types=("DownBlock2D",) * 2, up_block_types=("UpBlock2D",) * 2,
-                                 layers_per_block=1, num_class_embeds=k + 1, norm_num_groups=4)
-    out = tmp_path / "ldm"
-    vae.save_pretrained(str(out / "vae"))
-    unet.save_pretrained(str(out / "unet"))
-    diffusers.DDIMScheduler(**LDM_SCHEDULE).save_pretrained(str(out / "scheduler"))
-    return out
 
 
 def ldm_gen(path, data, ctx, **values):
@@ -256,7 +229,7 @@ def test_ld3m_end_to_end(tmp_path):
     path = tiny_ldm(tmp_path)
     data, ctx = tiny_data(), RunContext(seed=0, augmentation="none")
     cls = registries()["distiller"].load("ld3m")
-    opts = cls.resolve_options({"weights": str(path), "steps": 2, "iterations": 2, "batch_real": 4, "sg_batch": 4})
+    opts = cls.resolve_options({"weights": str(path), "steps": 2, "iterations": 2, "objective_options.batch_real": 4, "sg_batch": 4})
     res = cls(opts).distill(data, 1, ctx)
     assert res.images.shape == (3, 1, 8, 8) and set(res.latents) == {"x_T", "cond"}
     assert res.generator["name"] == "ldm" and res.generator["options"]["guidance"] == 3.0

@@ -168,6 +168,8 @@ class DC(Distiller):
         metric: Literal["ours", "mse", "cos"] = option("ours", "gradient distance: layer-wise 1-cos, squared L2, or global 1-cos")
         init: Literal["default", "real", "noise"] = option("default", "initial images (default: noise for dc, real for dsa)")
         runtime_prune: float = option(0.0, "drop this fraction of highest-loss samples from every real batch (Xu et al.)")
+        augment: Optional[bool] = option(None, "siamese DSA on both batches and DSA in the inner loop "
+                                               "(None: off for dc, on for dsa)")
         log_every: int = option(10, "log the loss every N iterations")
 
         def validate(self):
@@ -187,7 +189,8 @@ class DC(Distiller):
         o = self.options
         return GradientMatchingObjective(outer_loop=o.outer_loop, inner_loop=o.inner_loop, batch_real=o.batch_real,
                                          batch_train=o.batch_train, lr_net=o.lr_net, metric=o.metric,
-                                         augment=self.augment, runtime_prune=o.runtime_prune)
+                                         augment=self.augment if o.augment is None else o.augment,
+                                         runtime_prune=o.runtime_prune)
 
     def distill(self, data, ipc, ctx, init_pool=None):
         o = self.options

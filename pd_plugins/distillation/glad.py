@@ -17,12 +17,31 @@ from pd_plugins.strategies import Distiller
 #: GLaD's per-objective learning rates: lr_img (feature map F) and lr_w (codes)
 PAPER_LRS = {"dc": {"img": 1.0, "w": 1e-3}, "dm": {"img": 10.0, "w": 0.01}, "mtt": {"img": 1e4, "w": 10.0}}
 
+#: GLaD's objective settings (GeorgeCazenavette/glad): DSA on for every objective; DC with one
+#: outer and one inner loop at every ipc; MTT with TESLA's constant-memory gradient, lr_lr 1e-6,
+#: N = 20 student steps over M = 3 expert epochs from start epochs 0..4 of 100 experts x 15 epochs
+OBJECTIVE_DEFAULTS = {
+    "dc": {"augment": True, "outer_loop": 1, "inner_loop": 1},
+    "dm": {"augment": True},
+    "mtt": {"augment": True, "memory": "constant", "lr_lr": 1e-6, "lr_teacher": 0.01, "syn_steps": 20,
+            "expert_epochs": 3, "max_start_epoch": 5, "experts": 100, "train_epochs": 15},
+}
+
+#: the ``quick`` budget's objective settings (digits, CPU minutes), shared with ld3m
+QUICK_OBJECTIVE = {
+    "dc": {"batch_real": 64},
+    "dm": {"batch_real": 64},
+    "mtt": {"experts": 4, "syn_steps": 10, "expert_epochs": 2, "max_start_epoch": 2, "train_epochs": 4},
+}
+
 
 class GLaD(GenerativeDistiller, Distiller):
     """Distill into the latent space of a frozen generative prior."""
 
     name = "glad"
-    recommended_keep = 0.2  # follows the objective; DM's ratio for the default objective
+    recommended_keep = 0.2  # DM's ratio for the default objective; recommended_keep_for follows the objective
+    objective_defaults = OBJECTIVE_DEFAULTS
+    objective_budgets = {"quick": QUICK_OBJECTIVE}
 
     @dataclass(frozen=True)
     class Options(LatentOptions):
@@ -34,7 +53,7 @@ class GLaD(GenerativeDistiller, Distiller):
         lr_img: Optional[float] = option(None, "SGD lr of feature-map latents; None = GLaD's value for the objective (dc 1, dm 10, mtt 1e4)")
         lr_w: Optional[float] = option(None, "SGD lr of code latents; None = GLaD's value (dc 1e-3, dm 0.01, mtt 10)")
 
-    budgets = {"quick": {"iterations": 200, "batch_real": 64}}
+    budgets = {"quick": {"iterations": 200}}
 
     def generator_name(self):
         return self.options.generator

@@ -189,6 +189,7 @@ class Run:
             read_subset(self.cfg.subset, splits.train)
         if "distill" in stages:  # e.g. a generator's prior folder
             self.distiller.check_inputs()
+            self.distiller.check_data(splits.train)
         return splits
 
     def summary(self, splits, pruned, distilled, evaluated) -> dict:

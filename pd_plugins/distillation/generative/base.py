@@ -51,6 +51,11 @@ class Generator(Strategy):
     def check_weights(cls, options) -> None:
         """Check the prior that ``options`` name (kind, format) without loading it; raise DataError."""
 
+    @classmethod
+    def check_geometry(cls, options, data: ImageDataset) -> None:
+        """Check that the prior ``options`` name fits ``data`` (channels, size, classes) without
+        loading its networks; raise DataError."""
+
     def __init__(self, options, data: ImageDataset, ctx: RunContext):
         super().__init__(options)
         self.channels = data.channels
@@ -102,10 +107,15 @@ class Generator(Strategy):
 
     def check_data(self, saved: dict, where: str) -> None:
         """Refuse a prior trained for another image geometry or class count."""
-        want = {"channels": self.channels, "im_size": list(self.im_size), "num_classes": self.num_classes}
-        got = {k: (list(saved[k]) if k == "im_size" else saved[k]) for k in want if k in saved}
-        if got != {k: want[k] for k in got} or len(got) != len(want):
-            raise DataError(f"prior {where} was trained for {got}, but the dataset has {want}")
+        check_trained_for(saved, {"channels": self.channels, "im_size": list(self.im_size),
+                                  "num_classes": self.num_classes}, where)
+
+
+def check_trained_for(saved: dict, want: dict, where: str) -> None:
+    """Refuse a prior whose recorded dataset config differs from ``want`` in any of its keys."""
+    got = {k: (list(saved[k]) if k == "im_size" else saved[k]) for k in want if k in saved}
+    if got != {k: want[k] for k in got} or len(got) != len(want):
+        raise DataError(f"prior {where} was trained for {got}, but the dataset has {want}")
 
 
 def class_real_images(init_pool: ImageDataset, ipc: int, generator: torch.Generator) -> torch.Tensor:

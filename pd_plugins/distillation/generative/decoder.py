@@ -108,6 +108,15 @@ class DecoderGenerator(Generator):
         elif options.init == "encode":
             raise DataError("generator 'decoder': init=encode needs trained weights (weights=DIR); use init=random")
 
+    @classmethod
+    def check_geometry(cls, options, data) -> None:
+        if options.weights:
+            from pd_plugins.distillation.generative.base import check_trained_for
+
+            config = read_prior_meta(Path(options.weights), "decoder").get("config", {})
+            check_trained_for(config, {"channels": data.channels, "im_size": list(data.im_size),
+                                       "num_classes": data.num_classes}, options.weights)
+
     def __init__(self, options, data, ctx):
         super().__init__(options, data, ctx)
         o = self.options

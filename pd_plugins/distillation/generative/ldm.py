@@ -100,6 +100,98 @@ def _load_part(diffusers, folder: Path, allowed: tuple[str, ...], what: str, con
         raise DataError(f"{what} {folder} is not a valid {cls_name} checkpoint: {first[:200]}") from None
 
 
+UNETS = ("UNet2DModel", "UNet2DConditionModel")
+AUTOENCODERS = ("AutoencoderKL", "VQModel")
+
+
+def _config(folder: Path, what: str, config_name: str = "config.json") -> dict:
+    path = folder / config_name
+    try:
+        cfg = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise DataError(f"{what} {folder} has no {config_name} (expected a diffusers save_pretrained folder)") from None
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DataError(f"{what} {path} is not valid JSON: {exc}") from None
+    if not isinstance(cfg, dict):
+        raise DataError(f"{what} {path} is not a JSON object")
+    return cfg
+
+
+def prior_geometry(root: Path) -> dict:
+    """What an ldm prior folder fits, read from its configs without loading the networks:
+    autoencoder input channels, latent channels, UNet input channels, class-table rows, and
+    ``prior.json``'s dataset config when the folder has one."""
+    unet, vae = _config(root / "unet", "ldm unet"), _config(root / "vae", "ldm autoencoder")
+    for cfg, part, allowed, what in ((unet, "unet", UNETS, "ldm unet"), (vae, "vae", AUTOENCODERS, "ldm autoencoder")):
+        name = cfg.get("_class_name", "")
+        if name not in allowed:
+            raise DataError(f"{what} {root / part} holds a {name or 'unknown'!r} model; "
+                            f"expected one of {', '.join(allowed)}")
+    embedder = root / "class_embedder.pt"
+    if embedder.exists():
+        from pd_plugins.io import safe_torch_load
+
+        state = safe_torch_load(embedder, what="ldm class embedder")
+        table = state.get("weight") if isinstance(state, dict) else None
+        if not isinstance(table, torch.Tensor) or table.dim() != 2:
+            raise DataError(f"ldm class embedder {embedder} has no 2-d 'weight' table")
+        rows = int(state["weight"].shape[0])
+    elif isinstance(unet.get("num_class_embeds"), int):
+        rows = unet["num_class_embeds"]
+    else:
+        raise DataError(f"ldm prior {root}: the unet has no class embedding table and there is no class_embedder.pt")
+    out = {"vae_channels": vae.get("in_channels"), "latent_channels": vae.get("latent_channels"),
+           "unet_channels": unet.get("in_channels"), "class_rows": rows}
+    if (root / "prior.json").exists():
+        from pd_plugins.distillation.generative.store import read_prior_meta
+
+        out["trained_for"] = read_prior_meta(root, "ldm").get("config", {})
+    return out
+
+
+def check_prior_geometry(root: Path, geometry: dict, channels: int, im_size: tuple) -> None:
+    """Refuse a prior whose autoencoder, UNet or recorded dataset does not fit the images."""
+    from pd_plugins.distillation.generative.base import check_trained_for
+
+    vae_c, lat_c, unet_c = geometry["vae_channels"], geometry["latent_channels"], geometry["unet_channels"]
+    if vae_c is not None and vae_c != channels and not (vae_c == 3 and channels == 1):
+        raise DataError(f"ldm prior {root}: the autoencoder takes {vae_c}-channel images, the dataset has {channels}")
+    if lat_c is not None and unet_c is not None and lat_c != unet_c:
+        raise DataError(f"ldm prior {root}: the unet takes {unet_c} latent channels, the autoencoder makes {lat_c}")
+    if "trained_for" in geometry:
+        check_trained_for(geometry["trained_for"], {"channels": channels, "im_size": list(im_size)}, str(root))
+
+
+def class_rows(rows: int, num_classes: int, class_ids, guidance: float, root) -> tuple[list[int], "int | None"]:
+    """(prior row of each dataset class, null row or None) for a class table of ``rows`` rows.
+
+    Without ``class_ids`` the table must hold exactly the dataset's classes, plus an optional
+    last null row; with them, one id per class below the null row (the last one) when guided.
+    """
+    class_ids = list(class_ids or [])
+    if class_ids:
+        if len(class_ids) != num_classes:
+            raise DataError(f"class_ids has {len(class_ids)} ids, the dataset {num_classes} classes "
+                            "(one prior row each)")
+        usable = rows - 1 if guidance != 1.0 else rows
+        bad = [c for c in class_ids if not 0 <= c < usable]
+        if bad:
+            raise DataError(f"class_ids {bad} out of range: ldm prior {root} has class rows 0..{usable - 1}"
+                            + (f" (row {rows - 1} is the null class of guidance)" if guidance != 1.0 else ""))
+        if len(set(class_ids)) != len(class_ids):
+            raise DataError(f"class_ids must be distinct, got {class_ids}")
+        return class_ids, (rows - 1 if guidance != 1.0 else None)
+    if rows < num_classes:
+        raise DataError(f"ldm prior {root} has {rows} class embeddings, the dataset {num_classes} classes")
+    if rows > num_classes + 1:
+        raise DataError(f"ldm prior {root} has {rows} class rows, the dataset {num_classes} classes: give "
+                        f"class_ids=ROW,ROW,... (the prior row of each dataset class, {num_classes} ids)")
+    null = rows - 1 if rows == num_classes + 1 else None
+    if guidance != 1.0 and null is None:
+        raise DataError(f"ldm prior {root} has no null-class embedding, so guidance must be 1.0 (got {guidance})")
+    return list(range(num_classes)), null
+
+
 class LatentDiffusionGenerator(Generator):
     """Frozen class-conditional LDM rendered by LD3M's modified DDIM sampler."""
 
@@ -113,10 +205,14 @@ class LatentDiffusionGenerator(Generator):
         guidance: float = option(3.0, "classifier-free guidance scale (LD3M: 3.0; 1 = no guidance)")
         eta: float = option(0.0, "DDIM eta (LD3M: 0)")
         grad_checkpoint: bool = option(True, "gradient-checkpoint every UNet call (LD3M)")
+        class_ids: list[int] = option([], "prior class row of each dataset class, e.g. the ImageNet ids of a subset; "
+                                          "needed when the prior has more classes than the dataset (last row: null)")
 
         def validate(self):
             if self.steps < 1:
                 raise ValueError("steps must be >= 1")
+            if any(c < 0 for c in self.class_ids):
+                raise ValueError(f"class_ids must be >= 0, got {list(self.class_ids)}")
             if self.eta < 0:
                 raise ValueError("eta must be >= 0")
 
@@ -127,6 +223,8 @@ class LatentDiffusionGenerator(Generator):
 
         if not options.weights:
             raise DataError("generator 'ldm' needs weights=DIR: train one with `pd-run prior train --kind ldm --out DIR`")
+        if options.weights == "auto":
+            raise DataError("weights=auto is resolved by the ld3m distiller; generator 'ldm' itself needs weights=DIR")
         root = expect_dir(options.weights, "ldm prior")
         if (root / "prior.json").exists():
             from pd_plugins.distillation.generative.store import read_prior_meta
@@ -138,17 +236,22 @@ class LatentDiffusionGenerator(Generator):
                                 "(expected diffusers save_pretrained folders unet/ and vae/)")
         return root
 
+    @classmethod
+    def check_geometry(cls, options, data) -> None:
+        """The prior's channels, latent shapes and class table against ``data``, from its configs."""
+        root = cls.check_weights(options)
+        geometry = prior_geometry(root)
+        check_prior_geometry(root, geometry, data.channels, tuple(data.im_size))
+        class_rows(geometry["class_rows"], data.num_classes, options.class_ids, options.guidance, root)
+
     def __init__(self, options, data, ctx):
         super().__init__(options, data, ctx)
         diffusers = require_diffusers()
         o = self.options
         root = self.check_weights(o)
-        if (root / "prior.json").exists():
-            from pd_plugins.distillation.generative.store import read_prior_meta
-
-            self.check_data(read_prior_meta(root, "ldm")["config"], str(root))
-        self.unet = freeze(_load_part(diffusers, root / "unet", ("UNet2DModel", "UNet2DConditionModel"), "ldm unet").to(ctx.device))
-        self.vae = freeze(_load_part(diffusers, root / "vae", ("AutoencoderKL", "VQModel"), "ldm autoencoder").to(ctx.device))
+        self.check_geometry(o, data)
+        self.unet = freeze(_load_part(diffusers, root / "unet", UNETS, "ldm unet").to(ctx.device))
+        self.vae = freeze(_load_part(diffusers, root / "vae", AUTOENCODERS, "ldm autoencoder").to(ctx.device))
         sched_dir = root / "scheduler"
         if sched_dir.is_dir():
             sched = _load_part(diffusers, sched_dir, ("DDIMScheduler", "DDPMScheduler"), "ldm scheduler",
@@ -163,11 +266,8 @@ class LatentDiffusionGenerator(Generator):
         self.alphas = ddim.alphas_cumprod.to(ctx.device, torch.float32)
         self.final_alpha = float(ddim.final_alpha_cumprod)
         self.table = self._class_table(root).to(ctx.device)
-        if self.table.shape[0] < self.num_classes:
-            raise DataError(f"ldm prior {root} has {self.table.shape[0]} class embeddings, the dataset {self.num_classes} classes")
-        self.null = self.table.shape[0] - 1 if self.table.shape[0] > self.num_classes else None
-        if o.guidance != 1.0 and self.null is None:
-            raise DataError(f"ldm prior {root} has no null-class embedding, so guidance must be 1.0 (got {o.guidance})")
+        rows, self.null = class_rows(self.table.shape[0], self.num_classes, o.class_ids, o.guidance, root)
+        self.rows = torch.tensor(rows, dtype=torch.long, device=ctx.device)  # prior row of each dataset class
         vcfg = self.vae.config
         self.vae_channels = int(vcfg.in_channels)
         if self.vae_channels != self.channels and not (self.vae_channels == 3 and self.channels == 1):
@@ -226,7 +326,7 @@ class LatentDiffusionGenerator(Generator):
         labels = class_major_labels(self.num_classes, ipc, self.device)
         with torch.no_grad():
             x_T = torch.cat([self.encode(real[i:i + 10]) for i in range(0, len(real), 10)])
-        return {"x_T": x_T.detach().clone(), "cond": self.table[labels].detach().clone()}
+        return {"x_T": x_T.detach().clone(), "cond": self.table[self.rows[labels]].detach().clone()}
 
     def aux(self, key, n, ctx):
         g = ctx.generator("ldm-noise", *key)

@@ -9,11 +9,14 @@ re-render, so the gradient belongs to the very render the loss saw.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Callable, ClassVar, Optional
 
 import torch
 
+from pd_plugins.errors import OptionsError
+from pd_plugins.distillation.generative.objective import resolve_objective_options
 from pd_plugins.pipeline.context import RunContext
 from pd_plugins.distillation.objectives import Objective, SyntheticOptimiser
 from pd_plugins.options import option
@@ -104,22 +107,15 @@ def distill_latents(objective: Objective, gen: Generator, data: ImageDataset, in
 
 
 def pixel_objective(name: str, values: Optional[dict] = None) -> Objective:
-    """The pixel distiller ``name``'s objective, built through the distiller registry.
+    """The pixel distiller ``name``'s objective with option ``values`` (resolved through its own
+    parser: an unknown key is an error)."""
+    from pd_plugins.distillation.generative.objective import build_objective, resolve_objective_options
 
-    ``values`` are offered to that distiller's options; keys it does not have are skipped.
-    """
-    import dataclasses
+    return build_objective(name, resolve_objective_options(name, name, values))
 
-    from pd_plugins.plugins import registries
 
-    cls = registries()["distiller"].load(name)
-    if not hasattr(cls, "objective"):
-        from pd_plugins.errors import OptionsError
-
-        raise OptionsError(f"distiller {name!r} exposes no objective(); use one of the pixel distillers (dc, dm, mtt)")
-    fields = {f.name for f in dataclasses.fields(cls.Options)}
-    opts = cls.resolve_options({k: v for k, v in (values or {}).items() if k in fields and v is not None})
-    return cls(opts).objective()
+#: top-level keys that were latent options once and are objective options now
+MOVED_TO_OBJECTIVE = ("batch_real", "augment")
 
 
 @dataclass(frozen=True)
@@ -127,15 +123,15 @@ class LatentOptions:
     """Options every generative-prior distiller shares (subclasses add theirs)."""
 
     objective: str = option("dm", "pixel objective reused by name: dc, dm or mtt")
+    objective_options: dict = option({}, "the objective's options (-D objective_options.KEY=VALUE or a JSON object): "
+                                         "its paper defaults < this method's per-objective defaults < budget < these")
     momentum: float = option(0.5, "SGD momentum of the latents")
     sg_batch: int = option(10, "images rendered with grad at once (chunked re-render)")
-    batch_real: int = option(256, "real images per class per iteration (passed to the objective)")
-    augment: bool = option(True, "DSA in the objective")
     log_every: int = option(10, "log the loss every N iterations")
 
     def validate(self):
-        if self.iterations < 1 or self.sg_batch < 1 or self.batch_real < 1:
-            raise ValueError("iterations, sg_batch and batch_real must be >= 1")
+        if self.iterations < 1 or self.sg_batch < 1:
+            raise ValueError("iterations and sg_batch must be >= 1")
 
 
 class GenerativeDistiller:
@@ -154,9 +150,47 @@ class GenerativeDistiller:
     def latent_lrs(self) -> dict[str, float]:
         raise NotImplementedError
 
-    def objective(self) -> Objective:
+    #: per objective: the method's published objective settings (over the objective's own defaults)
+    objective_defaults: ClassVar[dict[str, dict]] = {}
+    #: per budget, per objective: scaled-down objective settings (over ``objective_defaults``)
+    objective_budgets: ClassVar[dict[str, dict[str, dict]]] = {}
+    #: Moser et al.'s best keep ratio per objective (easy samples kept)
+    keep_by_objective: ClassVar[dict[str, float]] = {"dc": 0.6, "mtt": 0.6, "dm": 0.2}
+
+    @classmethod
+    def resolve_options(cls, values=None, budget=None):
+        """The distiller's options with ``objective_options`` resolved in full (layered, checked)."""
+        moved = [k for k in (values or {}) if str(k).replace("-", "_") in MOVED_TO_OBJECTIVE]
+        if moved:
+            key = str(moved[0]).replace("-", "_")
+            raise OptionsError(f"{key!r} is an objective option of {cls.name}: pass -D objective_options.{key}=VALUE")
+        opts = super().resolve_options(values, budget)
+        layers = cls.objective_budgets.get(budget or "", {})
+        resolved = resolve_objective_options(cls.name, opts.objective, opts.objective_options,
+                                             cls.objective_defaults.get(opts.objective), layers.get(opts.objective))
+        opts = dataclasses.replace(opts, objective_options=resolved)
+        cls(opts).objective()  # options the objective cannot honour fail here, before any work
+        return opts
+
+    @classmethod
+    def recommended_keep_for(cls, options) -> Optional[float]:
+        """Moser et al.: 0.6 with the DC and MTT objectives, 0.2 with DM; another objective's own."""
+        if options.objective in cls.keep_by_objective:
+            return cls.keep_by_objective[options.objective]
+        from pd_plugins.distillation.generative.objective import objective_class
+
+        return objective_class(options.objective).recommended_keep
+
+    def resolved_objective_options(self) -> dict:
+        """The objective's options these options select (no budget layer: that is in a resolved set already)."""
         o = self.options
-        return pixel_objective(o.objective, {"batch_real": o.batch_real, "augment": o.augment})
+        return resolve_objective_options(self.name, o.objective, o.objective_options,
+                                         self.objective_defaults.get(o.objective))
+
+    def objective(self) -> Objective:
+        from pd_plugins.distillation.generative.objective import build_objective
+
+        return build_objective(self.options.objective, self.resolved_objective_options())
 
     def check_inputs(self) -> None:
         """The generator's prior, checked before the run directory is created."""
@@ -164,6 +198,13 @@ class GenerativeDistiller:
 
         cls, opts = generator_options(self.generator_name(), self.generator_values())
         cls.check_weights(opts)
+
+    def check_data(self, data) -> None:
+        """The generator's prior against the dataset's geometry, before the run directory is created."""
+        from pd_plugins.distillation.generative.base import generator_options
+
+        cls, opts = generator_options(self.generator_name(), self.generator_values())
+        cls.check_geometry(opts, data)
 
     def distill(self, data, ipc, ctx, init_pool=None):
         from pd_plugins.options import as_dict
@@ -173,4 +214,5 @@ class GenerativeDistiller:
         gen = make_generator(self.generator_name(), self.generator_values(), data, ctx)
         return distill_latents(self.objective(), gen, data, init_pool if init_pool is not None else data, ipc, ctx,
                                name=self.name, iterations=o.iterations, lrs=self.latent_lrs(), momentum=o.momentum,
-                               sg_batch=o.sg_batch, log_every=o.log_every, options=as_dict(o))
+                               sg_batch=o.sg_batch, log_every=o.log_every,
+                               options={**as_dict(o), "objective_options": self.resolved_objective_options()})
