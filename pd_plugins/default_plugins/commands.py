@@ -6,8 +6,8 @@ from pd_plugins import hookimpl
 def register_commands(cli):
     import click
 
-    from pd_plugins.cli import (_print_summary, build_config, driver_output, executor_flags, make_executor_from,
-                                run_flags)
+    from pd_plugins.cli.flags import (build_config, driver_output, executor_flags, make_executor_from,
+                                      print_summary, run_flags, show_traceback)
 
     @cli.command("experts")
     @run_flags
@@ -23,7 +23,7 @@ def register_commands(cli):
         """
         from pd_plugins.pipeline.runner import Run
 
-        ctx.meta["pd_traceback"] = params.get("traceback", False)
+        show_traceback(ctx, params.get("traceback", False))
         params["distiller"] = "mtt"
         with make_executor_from(params) as executor, driver_output(executor.kind):
             run = Run(build_config(ctx, params), overwrite=params.get("overwrite", False), executor=executor)
@@ -34,5 +34,5 @@ def register_commands(cli):
                 pruned = run.run_prune(train.fingerprint())
                 data = pruned.apply(train) if run.cfg.mode == "pool" else train
                 directory, trained = run.distiller.experts(data, run.context("experts"))
-        _print_summary({"experts_dir": str(directory), "experts": run.distiller.options.experts,
-                        "trained_now": trained, "pool_size": len(data)}, params.get("as_json", False))
+        print_summary({"experts_dir": str(directory), "experts": run.distiller.options.experts,
+                       "trained_now": trained, "pool_size": len(data)}, params.get("as_json", False))
