@@ -24,6 +24,10 @@ class GLaD(GenerativeDistiller, Distiller):
     name = "glad"
     recommended_keep = 0.2  # follows the objective; DM's ratio for the default objective
 
+    @classmethod
+    def uses_real_init(cls, options) -> bool:
+        return False  # latents start from N(0, I) or from encoded real images, not from pixels
+
     @dataclass(frozen=True)
     class Options(LatentOptions):
         generator: str = option("decoder", "generator plugin (pd-run list generators)")

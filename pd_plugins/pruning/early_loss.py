@@ -30,3 +30,6 @@ class EarlyLossPruner(TrainedScorePruner):
 
     def direction(self) -> str:
         return self.options.direction
+
+    def runs(self) -> int:
+        return self.options.trials

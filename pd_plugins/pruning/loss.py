@@ -31,6 +31,9 @@ class LossPruner(TrainedScorePruner):
     def checkpoint(self):
         return self.options.checkpoint or None
 
+    def runs(self) -> int:
+        return self.options.trials
+
     def direction(self) -> str:
         return self.keep_direction
 

@@ -47,7 +47,8 @@ class TrainedScorePruner(ScorePruner):
         return int(self.options.epochs)
 
     def runs(self) -> int:
-        return int(getattr(self.options, "trials", 1))
+        """Independently seeded scorers averaged (one unless a subclass says otherwise)."""
+        return 1
 
     def checkpoint(self):
         return None
@@ -63,11 +64,15 @@ class TrainedScorePruner(ScorePruner):
     def _procedure(self) -> dict:
         return {"stat": self.statistic, "runs": self.runs(), "purpose": self.purpose, "checkpoint": self.checkpoint()}
 
-    def score(self, data, ctx):
+    def cached_score(self, data, ctx):
+        """Scores of :func:`~pd_plugins.pruning.scoring.score_dataset`, which caches them by scorer
+        procedure (shared by every pruner of the same ``purpose``), and its meta."""
         from pd_plugins.pruning.scoring import score_dataset
 
-        scores, self._score_meta = score_dataset(data, ctx, self.recipe(), **self._procedure())
-        return scores
+        return score_dataset(data, ctx, self.recipe(), **self._procedure())
+
+    def score(self, data, ctx):
+        return self.cached_score(data, ctx)[0]
 
     def context_identity(self, ctx):
         from pd_plugins.pruning.scoring import scorer_identity
@@ -80,8 +85,3 @@ class TrainedScorePruner(ScorePruner):
 
     def direction(self) -> str:
         return "easy"
-
-    def prune(self, data, keep, ctx):
-        result = super().prune(data, keep, ctx)
-        result.meta = {**result.meta, "scoring": getattr(self, "_score_meta", {})}
-        return result
