@@ -23,6 +23,7 @@ _compat.install()  # old flat module paths keep importing for one release, with 
 _EXPORTS: dict[str, str] = {
     # plugin hooks
     "hookimpl": "pd_plugins.hookspecs",
+    "Register": "pd_plugins.hookspecs",
     # base classes
     "Strategy": "pd_plugins.strategies",
     "NoOptions": "pd_plugins.strategies",

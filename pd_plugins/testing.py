@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import tempfile
 from pathlib import Path
 from typing import Any, Optional
@@ -330,19 +331,25 @@ def _check_resume(cls, opts, data, ipc: int, reference, ctx, report: CheckReport
 
 
 class _workdir:
-    """``work_dir`` as a Path, or a temporary folder removed afterwards."""
+    """``work_dir`` as a Path, or a temporary folder removed afterwards; ``PD_CACHE_DIR`` is unset
+    meanwhile, so each run of a check uses its own context's cache (a shared one would make the
+    determinism check read back the first run's scores)."""
 
     def __init__(self, work_dir):
         self.given = work_dir
         self.tmp = None
+        self.env = None
 
     def __enter__(self) -> Path:
+        self.env = os.environ.pop("PD_CACHE_DIR", None)
         if self.given is not None:
             return Path(self.given)
         self.tmp = tempfile.TemporaryDirectory(prefix="pd-check-")
         return Path(self.tmp.name)
 
     def __exit__(self, *exc) -> None:
+        if self.env is not None:
+            os.environ["PD_CACHE_DIR"] = self.env
         if self.tmp is not None:
             self.tmp.cleanup()
 

@@ -84,6 +84,26 @@ def test_check_pruner_catches_nondeterminism(host):
         check_pruner(Clocked)
 
 
+def test_check_pruner_ignores_a_shared_score_cache(host, tmp_path, monkeypatch):
+    import torch
+
+    from pd_plugins import ScorePruner
+
+    class Clocked(ScorePruner):  # nondeterministic, but cached: only separate caches reveal it
+        name = "clocked-cached"
+
+        def score(self, data, ctx):
+            return torch.rand(len(data), dtype=torch.float64)
+
+        def score_key(self, ctx):
+            return {}
+
+    monkeypatch.setenv("PD_CACHE_DIR", str(tmp_path / "shared"))
+    with pytest.raises(AssertionError, match="same seed"):
+        check_pruner(Clocked)
+    assert not (tmp_path / "shared").exists()
+
+
 def test_check_pruner_catches_a_bad_result(host):
     import torch
 
