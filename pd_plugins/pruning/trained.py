@@ -32,9 +32,13 @@ class ScorerOptions:
             raise ValueError("lr must be > 0, batch and score_batch >= 1")
         if self.momentum < 0 or self.weight_decay < 0:
             raise ValueError("momentum and weight_decay must be >= 0")
-        for name in ("epochs", "trials", "models", "score_epoch"):  # counts a subclass may add
-            if getattr(self, name, 1) < 1:
-                raise ValueError(f"{name}{' (K)' if name == 'models' else ''} must be >= 1, got {getattr(self, name)}")
+        for name, value in self.counts().items():
+            if value < 1:
+                raise ValueError(f"{name}{' (K)' if name == 'models' else ''} must be >= 1, got {value}")
+
+    def counts(self) -> dict[str, int]:
+        """The count options a subclass adds (epochs, trials, models, ...), each checked to be >= 1."""
+        return {}
 
 
 class TrainedScorePruner(ScorePruner):
