@@ -78,7 +78,7 @@ def evaluate_variant(run_dir, *, evaluator: Optional[str] = None, options: Optio
     data_fp, pruned, distilled = finished_stages(run)
     stage = "distill" if distilled is not None else "prune"
     artifact = {"stage": stage, "file": f"{stage}.pt", "fingerprint": run.stage_fingerprint(stage, data_fp)}
-    revision = getattr(ev, "protocol_revision", 0)
+    revision = ev.protocol_revision
     fp = sha256_json({"evaluator": name, "options": opts, "revision": revision, "artifact": artifact})
     path = variant_path(run.out, name, fp)
     if path.exists() and not overwrite:
