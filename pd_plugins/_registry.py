@@ -17,7 +17,7 @@ KINDS = ("pruner", "distiller", "dataset", "model", "augmentation", "evaluator",
 STRATEGY_CONTRACTS = {
     "pruner": ("Pruner", ("prune",)),
     "distiller": ("Distiller", ("distill",)),
-    "evaluator": (None, ("evaluate",)),
+    "evaluator": ("Evaluator", ("evaluate",)),
     "generator": (None, ("init_latents", "decode")),
 }
 

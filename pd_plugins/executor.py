@@ -261,6 +261,6 @@ def task_context(ctx):
 
 def run_tasks(ctx, fn: Callable, tasks: Iterable[tuple[Any, tuple]], shared: tuple = ()) -> Iterator[tuple[Any, Any]]:
     """Run ``fn(ctx, *shared, *args)`` for every ``(key, args)`` on the context's executor (inline by default)."""
-    executor = getattr(ctx, "executor", None) or INLINE
+    executor = ctx.executor or INLINE
     sent = task_context(ctx) if executor.remote else ctx
     return executor.map(fn, tasks, (sent, *shared))

@@ -74,12 +74,33 @@ class Pruner(Strategy):
 class ScorePruner(Pruner):
     """A pruner that scores every sample, then selects per class (or globally).
 
-    Subclasses implement :meth:`score` (and usually :meth:`score_key` for caching) and
-    :meth:`selection`, which returns the selector settings for the shared selection step.
+    Subclasses implement :meth:`score` (one float per sample), optionally :meth:`score_key`
+    (what besides the data decides the scores: then :meth:`prune` reads and fills the on-disk
+    score cache through :meth:`cached_score`) and :meth:`selection`, the settings of the shared
+    class-balanced selection step.
     """
 
     def score(self, data: "ImageDataset", ctx: "RunContext") -> "torch.Tensor":
+        """(N,) scores, one per sample of ``data`` (low = easy)."""
         raise NotImplementedError
+
+    def score_key(self, ctx: "RunContext") -> Optional[dict]:
+        """JSON-able description of everything but the data, the seed, the stage, the precision and the
+        device that decides :meth:`score`'s output (e.g. the options it reads); None (the default)
+        means the scores are never cached."""
+        return None
+
+    def cached_score(self, data: "ImageDataset", ctx: "RunContext") -> "tuple[torch.Tensor, dict]":
+        """``(scores, meta)``: :meth:`score` through the score cache under ``ctx.cache_dir`` (or
+        ``PD_CACHE_DIR``) when :meth:`score_key` gives a key; ``meta["cache"]`` is hit, miss or off."""
+        key = self.score_key(ctx)
+        if key is None:
+            return self.score(data, ctx), {"cache": "off"}
+        from pd_plugins.pruning.score_cache import cached_scores
+
+        identity = {"data": data.fingerprint(), "pruner": self.name, "score_key": key, "seed": ctx.seed,
+                    "stage": ctx.stage, "precision": ctx.precision, "device": str(ctx.device).split(":")[0]}
+        return cached_scores(ctx, identity, len(data), lambda: self.score(data, ctx), what=f"{self.name} scores")
 
     def selection(self, keep: float) -> dict:
         """Keyword arguments for :func:`pd_plugins.pruning.selection.select` (direction, window, ...)."""
@@ -90,10 +111,11 @@ class ScorePruner(Pruner):
         from pd_plugins.types import PruneResult
         from pd_plugins.options import as_dict
 
-        scores = self.score(data, ctx)
+        scores, scoring = self.cached_score(data, ctx)
         sel = self.selection(keep)
         kept, meta = select(scores, data.hard_labels, data.num_classes, **sel)
-        return PruneResult(keep=kept, scores=scores.float().cpu(), pruner=self.name, options=as_dict(self.options), meta=meta)
+        return PruneResult(keep=kept, scores=scores.float().cpu(), pruner=self.name, options=as_dict(self.options),
+                           meta={**meta, "scoring": scoring})
 
 
 class Distiller(Strategy):
@@ -124,9 +146,10 @@ class Distiller(Strategy):
 
     @classmethod
     def uses_real_init(cls, options) -> bool:
-        """Whether the method starts from ipc real images per class (so every class of the
-        initial pool must hold at least ipc samples)."""
-        return getattr(options, "init", "real") == "real"
+        """Whether the method starts from ipc real images per class with these options (so every
+        class of the initial pool must hold at least ipc samples). True by default; a distiller
+        with an ``init`` option (real or noise) answers for it."""
+        return True
 
     def distill(
         self,

@@ -7,7 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Optional, Protocol, Sequence
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -161,6 +161,16 @@ class DataSplits:
 
     train: ImageDataset
     test: ImageDataset
+
+
+class DatasetFactory(Protocol):
+    """What a dataset plugin registers: ``factory(root, **options) -> DataSplits``.
+
+    ``root`` is ``--data-root`` (None when not given); ``options`` are the ``dataset_options``
+    (keyword-only parameters with defaults; the host types them from the signature).
+    """
+
+    def __call__(self, root: Optional[str], **options: Any) -> DataSplits: ...
 
 
 @dataclass

@@ -10,6 +10,8 @@ os.environ.pop("PD_STRICT_PLUGINS", None)
 
 import pytest  # noqa: E402
 
+pytest_plugins = ["pd_plugins.testing"]  # the plugin authors' kit: tiny_dataset, run_context, pd_host, ...
+
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 

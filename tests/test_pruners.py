@@ -248,8 +248,8 @@ def test_scores_are_seeded_and_average_runs(small, ctx, monkeypatch):
 
     monkeypatch.setattr(scoring, "sample_statistic", recording)
     p = EarlyLossPruner(EarlyLossPruner.resolve_options({**TINY, "trials": 2}))
-    a = p.score(small, ctx)
-    assert len(calls) == 2 and len(per_run) == 2 and p._score_meta["cache"] == "off"
+    a, meta = p.cached_score(small, ctx)
+    assert len(calls) == 2 and len(per_run) == 2 and meta["cache"] == "off"
     assert not torch.equal(per_run[0], per_run[1])  # the trials are independently seeded scorers
     assert torch.allclose(a, (per_run[0] + per_run[1]) / 2)  # ... whose statistics are averaged
     b = p.score(small, ctx)

@@ -138,7 +138,7 @@ def test_wrong_kind_class_skips_the_plugin(host, capsys):
 @pytest.mark.parametrize("kind, factory, reason", [
     ("pruner", "pd_plugins.distillation.dm:DM", "DM is a distiller"),
     ("distiller", "pd_plugins.pruning.random:RandomPruner", "RandomPruner is a pruner"),
-    ("evaluator", "pd_plugins.data.builtin:digits", "digits is not an evaluator class"),
+    ("evaluator", "pd_plugins.data.builtin:digits", "digits does not subclass pd_plugins.Evaluator"),
     ("model", "pd_plugins.training.evaluate:StepEvaluator", "StepEvaluator is an evaluator"),
     ("dataset", "pd_plugins.data.builtin:KINDS_THAT_DO_NOT_EXIST", "could not be loaded"),
 ])

@@ -294,6 +294,28 @@ def _make_splits(
     return DataSplits(train=build(xtr, ytr, train_index), test=build(xte, yte))
 
 
+def make_splits(
+    name: str,
+    train: tuple[torch.Tensor, torch.Tensor],
+    test: tuple[torch.Tensor, torch.Tensor],
+    *,
+    pixel_max: float = 255.0,
+    stats: Optional[Stats] = None,
+    classes=None,
+    num_classes: Optional[int] = None,
+    allow_flip: bool = True,
+) -> DataSplits:
+    """:class:`DataSplits` from ``(pixels, labels)`` per split, checked (one-line DataError).
+
+    ``pixels`` are (N, C, H, W) ``uint8`` (``pixel_max`` 255) or floats in ``[0, pixel_max]``;
+    ``labels`` (N,) integers. ``stats`` = ``(mean, std)`` per channel in ``[0, 1]`` units (default:
+    computed from the train split); ``classes`` names the classes; ``allow_flip=False`` for data
+    whose meaning changes when mirrored (digits, text).
+    """
+    return _make_splits(name, name, train, test, pixel_max=pixel_max, stats=stats, classes=classes,
+                        num_classes=num_classes, allow_flip=allow_flip)
+
+
 # ---------------------------------------------------------------------------------------
 # loaders
 # ---------------------------------------------------------------------------------------

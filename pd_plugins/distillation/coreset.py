@@ -13,33 +13,17 @@ from dataclasses import dataclass
 
 import torch
 
-from pd_plugins.distillation.selection_rules import (PresentationLog, embed, herding, k_center_greedy, most_forgotten, select_per_class,
-                       train_on_pool)
-from pd_plugins.errors import OptionsError
-from pd_plugins.options import as_dict, option
-from pd_plugins.strategies import Distiller
-from pd_plugins.distillation.synthetic import class_major_labels
+from pd_plugins.distillation.real_selection import Selection, SelectionDistiller
+from pd_plugins.distillation.selection_rules import (PresentationLog, herding, k_center_greedy, most_forgotten,
+                                                     select_per_class, train_on_pool)
+from pd_plugins.options import option
+from pd_plugins.training.features import embed_dataset
 
 
-class CoresetDistiller(Distiller):
+class CoresetDistiller(SelectionDistiller):
     """A distiller whose synthetic set is a per-class selection of real pool images."""
 
-    def select(self, data, ipc: int, ctx) -> tuple[torch.Tensor, dict]:
-        """Class-major positions into ``data`` (``ipc`` per class) and what to record about them."""
-        raise NotImplementedError
-
-    def distill(self, data, ipc, ctx, init_pool=None):
-        from pd_plugins.types import DistillResult
-
-        if init_pool is not None and init_pool.fingerprint() != data.fingerprint():
-            raise OptionsError(f"distiller {self.name!r} selects real images from the pool itself; mode 'init' "
-                               "(a pruned set seeding a distiller) does not apply to it -- use mode pool")
-        positions, meta = self.select(data, ipc, ctx)
-        labels = class_major_labels(data.num_classes, ipc)
-        assert torch.equal(data.hard_labels[positions], labels), "coreset selection is not class-major"
-        record = {"positions": positions.tolist(), "source_index": data.index[positions].tolist(), **meta}
-        return DistillResult(images=data.images(positions).cpu(), labels=labels, ipc=ipc, distiller=self.name,
-                             options=as_dict(self.options), source=data.fingerprint(), meta={"coreset": record})
+    record_key = "coreset"
 
 
 class RandomCoreset(CoresetDistiller):
@@ -51,7 +35,7 @@ class RandomCoreset(CoresetDistiller):
         def pick(c, positions):
             return torch.randperm(positions.numel(), generator=ctx.generator("random-coreset", c))[:ipc]
 
-        return select_per_class(data, ipc, pick), {"selection": "uniform per class"}
+        return Selection(select_per_class(data, ipc, pick), {"selection": "uniform per class"})
 
 
 @dataclass(frozen=True)
@@ -96,10 +80,10 @@ class FeatureCoreset(TrainedCoreset):
     rule = None  # (features of one class, k) -> k local positions
 
     def select(self, data, ipc, ctx):
-        features = embed(train_on_pool(data, ctx, self.recipe(ctx)), data, ctx)
-        positions = select_per_class(data, ipc, lambda c, pos: self.rule(features[pos], ipc))
-        return positions, {"selection": self.name, "features": "penultimate (embed)", "feature_dim": features.shape[1],
-                           "network": self.network_record(ctx)}
+        features = embed_dataset(train_on_pool(data, ctx, self.recipe(ctx)), data, ctx)
+        per_class = select_per_class(data, ipc, lambda c, pos: self.rule(features[pos], ipc))
+        return Selection(per_class, {"selection": self.name, "features": "penultimate (embed)",
+                                     "feature_dim": features.shape[1], "network": self.network_record(ctx)})
 
 
 class Herding(FeatureCoreset):
@@ -135,11 +119,12 @@ class Forgetting(TrainedCoreset):
         log = PresentationLog(len(data), self.options.epochs)
         train_on_pool(data, ctx, self.recipe(ctx), on_batch=log)
         counts = log.counts()
-        positions = select_per_class(
+        per_class = select_per_class(
             data, ipc, lambda c, pos: most_forgotten(counts[pos], ipc, ctx.generator("forgetting-ties", c)))
+        positions = torch.cat(per_class)
         never = ~log.correct.any(0)
-        return positions, {
+        return Selection(per_class, {
             "selection": "most forgotten per class, ties in seeded random order",
             "counts": counts[positions].tolist(), "presentations": self.options.epochs,
             "never_learned": int(never.sum()), "unforgettable": int(((counts == 0) & ~never).sum()),
-            "network": self.network_record(ctx)}
+            "network": self.network_record(ctx)})

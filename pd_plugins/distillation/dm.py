@@ -72,6 +72,10 @@ class DM(Distiller):
     name = "dm"
     recommended_keep = 0.2  # Moser et al.: DM peaks with 20% easy samples kept
 
+    @classmethod
+    def uses_real_init(cls, options) -> bool:
+        return options.init == "real"
+
     @dataclass(frozen=True)
     class Options:
         iterations: int = option(20000, "outer iterations (paper: 20000)")

@@ -43,6 +43,10 @@ class GLaD(GenerativeDistiller, Distiller):
     objective_defaults = OBJECTIVE_DEFAULTS
     objective_budgets = {"quick": QUICK_OBJECTIVE}
 
+    @classmethod
+    def uses_real_init(cls, options) -> bool:
+        return False  # latents start from N(0, I) or from encoded real images, not from pixels
+
     @dataclass(frozen=True)
     class Options(LatentOptions):
         generator: str = option("decoder", "generator plugin (pd-run list generators)")

@@ -143,7 +143,7 @@ class TrajectoryObjective(Objective):
         one only for syn_steps = 1. Memory holds one step's graph whatever syn_steps is.
         """
         eta = self.syn_lr.detach()
-        compile = bool(getattr(self.ctx, "compile", False))
+        compile = bool(self.ctx.compile)
         theta = start.clone()
         G = torch.zeros_like(start)
         for idx, params in plan:  # pass 1: no graph to the images
@@ -199,6 +199,10 @@ class MTT(Distiller):
 
     name = "mtt"
     recommended_keep = 0.6  # Moser et al.: MTT peaks with 60-80% easy samples kept
+
+    @classmethod
+    def uses_real_init(cls, options) -> bool:
+        return options.init == "real"
 
     @dataclass(frozen=True)
     class Options:

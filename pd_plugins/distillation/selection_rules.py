@@ -22,6 +22,7 @@ from typing import Callable
 import torch
 
 from pd_plugins.errors import DataError, OptionsError
+from pd_plugins.training.features import embed_dataset as embed  # noqa: F401 (the old name)
 from pd_plugins.types import ImageDataset
 
 
@@ -106,34 +107,15 @@ def _check_k(k: int, n: int) -> None:
 # ----------------------------------------------------------------------------------------
 # shared steps: per-class driver, the trained network, its features
 
-def select_per_class(data: ImageDataset, ipc: int, pick: Callable[[int, torch.Tensor], torch.Tensor]) -> torch.Tensor:
-    """Class-major positions into ``data``: ``pick(c, class_positions)`` returns ``ipc`` local positions."""
+def select_per_class(data: ImageDataset, ipc: int, pick: Callable[[int, torch.Tensor], torch.Tensor]) -> list[torch.Tensor]:
+    """Per class, positions into ``data``: ``pick(c, class_positions)`` returns ``ipc`` local positions."""
     chunks = []
     for c, positions in enumerate(data.by_class()):
         if positions.numel() < ipc:
             raise DataError(f"class {c} has {positions.numel()} samples in the pool; a coreset of {ipc} per class "
                             "needs at least that many (lower --ipc or keep more)")
-        local = pick(c, positions)
-        if local.numel() != ipc or local.unique().numel() != ipc:
-            raise DataError(f"class {c}: the selection returned {local.numel()} positions for ipc {ipc}")
-        chunks.append(positions[local])
-    return torch.cat(chunks)
-
-
-@torch.inference_mode()
-def embed(net: torch.nn.Module, data: ImageDataset, ctx, batch: int = 512) -> torch.Tensor:
-    """(N, d) fp32 penultimate features (``net.embed``) of unaugmented ``data``, eval mode, batched."""
-    from pd_plugins.training import accel
-
-    if not callable(getattr(net, "embed", None)):
-        raise OptionsError(f"model {type(net).__name__} has no embed() (penultimate features); "
-                           "use a model that has one, e.g. convnet")
-    net.eval()
-    out = []
-    for start in range(0, len(data), batch):
-        sl = slice(start, min(start + batch, len(data)))
-        out.append(accel.forward(net, data.images(sl, ctx.device), ctx, "embed").float().cpu())
-    return torch.cat(out)
+        chunks.append(positions[pick(c, positions)])
+    return chunks
 
 
 def train_on_pool(data: ImageDataset, ctx, recipe, on_batch=None) -> torch.nn.Module:

@@ -114,7 +114,7 @@ class RunContext:
         opts = dict(self.augmentation_options if name is None else {})
         opts.update(options)
         factory = self.registry("augmentation").load(aug_name)
-        return factory(allow_flip=getattr(data, "allow_flip", True), **opts)
+        return factory(allow_flip=data.allow_flip, **opts)
 
     # -- checkpoints ----------------------------------------------------------------
     @property

@@ -26,7 +26,13 @@ class EarlyLossPruner(TrainedScorePruner):
         trials: int = option(5, "independently seeded scorers whose losses are averaged")
         direction: Literal["easy", "hard"] = option("easy", "easy keeps low early loss (BiLP), hard keeps high")
 
+        def counts(self):
+            return {"epochs": self.epochs, "trials": self.trials}
+
     budgets = {"quick": {"trials": 3, "batch": 64, "scorer_options": {"width": 32}}}
 
     def direction(self) -> str:
         return self.options.direction
+
+    def runs(self) -> int:
+        return self.options.trials

@@ -43,6 +43,9 @@ class EL2NWindowPruner(TrainedScorePruner):
         epochs: int = option(50, "scorer training length (the MTT expert length)")
         models: int = option(10, "independently seeded scorers averaged (Data Diet: 10)")
 
+        def counts(self):
+            return {"epochs": self.epochs, "models": self.models, "score_epoch": self.score_epoch}
+
         def validate(self):
             ScorerOptions.validate(self)
             window_fractions(self.window)

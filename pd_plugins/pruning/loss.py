@@ -26,10 +26,16 @@ class LossPruner(TrainedScorePruner):
         trials: int = option(1, "independently seeded scorers whose losses are averaged")
         checkpoint: str = option("", "score with this state_dict (torch.save) instead of training a scorer")
 
+        def counts(self):
+            return {"epochs": self.epochs, "trials": self.trials}
+
     budgets = {"quick": {"epochs": 15, "batch": 64, "scorer_options": {"width": 32}}}
 
     def checkpoint(self):
         return self.options.checkpoint or None
+
+    def runs(self) -> int:
+        return self.options.trials
 
     def direction(self) -> str:
         return self.keep_direction

@@ -62,3 +62,32 @@ class ScoreCache:
         path = self.path(key)
         if path is not None:
             atomic_torch_save({"key": key, "scores": scores.detach().cpu(), "identity": identity}, path)
+
+
+def cached_scores(ctx, identity: dict, n: int, compute, *, what: str = "scores"):
+    """``(scores, meta)``: the cached (n,) scores of ``identity``, or ``compute()`` saved under it.
+
+    One process computes an entry while the others wait for it and load it (a claim-file lock);
+    ``meta`` holds ``cache`` (hit, miss, or off without a cache root) and ``cache_key``.
+    """
+    import torch
+
+    cache = ScoreCache(cache_root(ctx))
+    key = cache.key(identity)
+    cached = cache.load(key, n)
+    if cached is not None:
+        return cached, {"cache": "hit", "cache_key": key}
+    from pd_plugins.locks import cache_fill
+
+    with cache_fill(cache.path(key), what="score cache entry"):  # one process scores, the others wait and load
+        cached = cache.load(key, n)
+        if cached is not None:
+            return cached, {"cache": "hit", "cache_key": key}
+        scores = compute()
+        if not isinstance(scores, torch.Tensor) or tuple(scores.shape) != (n,):
+            raise DataError(f"{what}: score() must return one value per sample, a ({n},) tensor; got "
+                            f"{tuple(scores.shape) if isinstance(scores, torch.Tensor) else type(scores).__name__}")
+        if not torch.isfinite(scores).all():
+            raise DataError(f"{what} are not finite (the scorer diverged); lower the scorer lr")
+        cache.save(key, scores, identity)
+    return scores, {"cache": "miss" if cache.root is not None else "off", "cache_key": key}

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from pd_plugins.training import accel
 from pd_plugins.errors import DataError, OptionsError
 from pd_plugins.training.evaluate import TrainRecipe
-from pd_plugins.pruning.score_cache import ScoreCache, cache_root
+from pd_plugins.pruning.score_cache import cached_scores
 from pd_plugins.types import ImageDataset
 
 STATISTICS = ("loss", "el2n")
@@ -153,31 +153,44 @@ def score_dataset(data: ImageDataset, ctx, recipe: ScorerRecipe, *, stat: str, r
         raise OptionsError(f"the number of scorer runs must be >= 1, got {runs}")
     identity = {"data": data.fingerprint(),
                 **scorer_identity(ctx, recipe, stat=stat, runs=runs, purpose=purpose, checkpoint=checkpoint)}
-    cache = ScoreCache(cache_root(ctx))
-    key = cache.key(identity)
-    meta = {"statistic": stat, "purpose": purpose, "runs": identity["runs"], "scorer": identity["recipe"],
-            "checkpoint": str(checkpoint) if checkpoint else None, "cache_key": key}
-    cached = cache.load(key, len(data))
-    if cached is not None:
-        return cached, {**meta, "cache": "hit"}
-    from pd_plugins.executor import run_tasks
-    from pd_plugins.locks import cache_fill
 
-    with cache_fill(cache.path(key), what="score cache entry"):  # one process scores, the others wait and load
-        cached = cache.load(key, len(data))
-        if cached is not None:
-            return cached, {**meta, "cache": "hit"}
+    def compute() -> torch.Tensor:
         if checkpoint:
-            per_run = [sample_statistic(load_scorer(checkpoint, data, ctx, recipe), data, ctx, stat, recipe.score_batch)]
-        else:
-            done = dict(run_tasks(ctx, scorer_statistic, [(r, (r,)) for r in range(runs)],
-                                  shared=(data, recipe, purpose, stat)))
-            per_run = [done[r] for r in range(runs)]
-        scores = torch.stack(per_run).mean(0)
-        if not torch.isfinite(scores).all():
-            raise DataError(f"{purpose} scores are not finite (the scorer diverged); lower the scorer lr")
-        cache.save(key, scores, identity)
-    return scores, {**meta, "cache": "miss" if cache.root is not None else "off"}
+            return sample_statistic(load_scorer(checkpoint, data, ctx, recipe), data, ctx, stat, recipe.score_batch)
+        from pd_plugins.executor import run_tasks
+
+        done = dict(run_tasks(ctx, scorer_statistic, [(r, (r,)) for r in range(runs)],
+                              shared=(data, recipe, purpose, stat)))
+        return torch.stack([done[r] for r in range(runs)]).mean(0)
+
+    scores, cache = cached_scores(ctx, identity, len(data), compute, what=f"{purpose} scores")
+    return scores, {"statistic": stat, "purpose": purpose, "runs": identity["runs"], "scorer": identity["recipe"],
+                    "checkpoint": str(checkpoint) if checkpoint else None, **cache}
+
+
+def train_scorers(data: ImageDataset, ctx, n: int, recipe: Optional[ScorerRecipe] = None, *,
+                  purpose: str = "scorer", **recipe_values) -> list[torch.nn.Module]:
+    """``n`` independently seeded scorer networks trained on ``data`` with the shared recipe.
+
+    ``recipe`` (default :class:`ScorerRecipe`, the MTT expert recipe: SGD lr 0.01, batch 256,
+    independent DSA) may be adjusted with keyword values (``epochs=5, model="convnet"``).
+    Network ``r`` is seeded from the run seed, the stage and ``(purpose, r)``: a pruner with
+    the same ``purpose`` trains the same networks. They run on ``ctx``'s executor (inline by
+    default) and come back in eval mode.
+    """
+    if n < 1:
+        raise OptionsError(f"the number of scorers must be >= 1, got {n}")
+    from dataclasses import replace
+
+    from pd_plugins.executor import run_tasks
+
+    recipe = replace(recipe or ScorerRecipe(), **recipe_values)
+    done = dict(run_tasks(ctx, _trained_scorer, [(r, (r,)) for r in range(n)], shared=(data, recipe, purpose)))
+    return [done[r].eval() for r in range(n)]
+
+
+def _trained_scorer(ctx, data: ImageDataset, recipe: ScorerRecipe, purpose: str, r: int) -> torch.nn.Module:
+    return train_scorer(data, ctx, recipe, (purpose, r))
 
 
 def scorer_statistic(ctx, data: ImageDataset, recipe: ScorerRecipe, purpose: str, stat: str, r: int) -> torch.Tensor:

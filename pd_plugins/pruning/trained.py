@@ -32,9 +32,13 @@ class ScorerOptions:
             raise ValueError("lr must be > 0, batch and score_batch >= 1")
         if self.momentum < 0 or self.weight_decay < 0:
             raise ValueError("momentum and weight_decay must be >= 0")
-        for name in ("epochs", "trials", "models", "score_epoch"):  # counts a subclass may add
-            if getattr(self, name, 1) < 1:
-                raise ValueError(f"{name}{' (K)' if name == 'models' else ''} must be >= 1, got {getattr(self, name)}")
+        for name, value in self.counts().items():
+            if value < 1:
+                raise ValueError(f"{name}{' (K)' if name == 'models' else ''} must be >= 1, got {value}")
+
+    def counts(self) -> dict[str, int]:
+        """The count options a subclass adds (epochs, trials, models, ...), each checked to be >= 1."""
+        return {}
 
 
 class TrainedScorePruner(ScorePruner):
@@ -47,7 +51,8 @@ class TrainedScorePruner(ScorePruner):
         return int(self.options.epochs)
 
     def runs(self) -> int:
-        return int(getattr(self.options, "trials", 1))
+        """Independently seeded scorers averaged (one unless a subclass says otherwise)."""
+        return 1
 
     def checkpoint(self):
         return None
@@ -63,11 +68,15 @@ class TrainedScorePruner(ScorePruner):
     def _procedure(self) -> dict:
         return {"stat": self.statistic, "runs": self.runs(), "purpose": self.purpose, "checkpoint": self.checkpoint()}
 
-    def score(self, data, ctx):
+    def cached_score(self, data, ctx):
+        """Scores of :func:`~pd_plugins.pruning.scoring.score_dataset`, which caches them by scorer
+        procedure (shared by every pruner of the same ``purpose``), and its meta."""
         from pd_plugins.pruning.scoring import score_dataset
 
-        scores, self._score_meta = score_dataset(data, ctx, self.recipe(), **self._procedure())
-        return scores
+        return score_dataset(data, ctx, self.recipe(), **self._procedure())
+
+    def score(self, data, ctx):
+        return self.cached_score(data, ctx)[0]
 
     def context_identity(self, ctx):
         from pd_plugins.pruning.scoring import scorer_identity
@@ -80,8 +89,3 @@ class TrainedScorePruner(ScorePruner):
 
     def direction(self) -> str:
         return "easy"
-
-    def prune(self, data, keep, ctx):
-        result = super().prune(data, keep, ctx)
-        result.meta = {**result.meta, "scoring": getattr(self, "_score_meta", {})}
-        return result

@@ -1,2 +1,3 @@
 """Networks and how they are trained: backbones (``models``), DSA augmentation (``augment``),
-evaluation protocols (``evaluate``) and execution speed-ups (``accel``). Every stage uses them."""
+evaluation protocols (``evaluate``), batched features (``features``) and execution speed-ups
+(``accel``). Every stage uses them."""

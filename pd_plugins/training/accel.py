@@ -121,7 +121,7 @@ def functional_forward(net: torch.nn.Module, params: dict, x: torch.Tensor, *, c
 def forward(net: torch.nn.Module, x: torch.Tensor, ctx, method: str = "forward") -> torch.Tensor:
     """``net(x)`` / ``net.embed(x)`` under the run's autocast, compiled when ``ctx.compile``."""
     with ctx.autocast():
-        if not getattr(ctx, "compile", False):
+        if not ctx.compile:
             return getattr(net, method)(x)
         return functional_forward(net, dict(net.named_parameters()), x, compile=True, method=method)
 

@@ -7,8 +7,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-from pd_plugins import ScorePruner
-from pd_plugins.options import option
+from pd_plugins import ScorePruner, option
 
 
 def forgetting_events(correct: torch.Tensor) -> torch.Tensor:
@@ -72,6 +71,13 @@ class ForgettingPruner(ScorePruner):
                 opt.step()
             ctx.log(ep, forgetting_train_acc=float(correct[ep].float().mean()))
         return forgetting_events(correct)
+
+    def score_key(self, ctx):
+        """What the scores depend on besides the data, seed and device: the cache key (keep and balanced
+        only select, so changing them reuses the cached scores)."""
+        o = self.options
+        return {"epochs": o.epochs, "lr": o.lr, "batch": o.batch, "model": [ctx.model, ctx.model_options],
+                "augmentation": [ctx.augmentation, ctx.augmentation_options] if o.augment else None}
 
     def selection(self, keep):
         direction = "hard" if self.options.keep == "most-forgotten" else "easy"
