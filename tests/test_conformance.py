@@ -23,7 +23,7 @@ DISTILLERS = {
     "dsa": {**PIXEL, "outer_loop": 2, "inner_loop": 1},
     "mtt": {"iterations": 3, "syn_steps": 2, "expert_epochs": 1, "max_start_epoch": 1, "train_epochs": 2,
             "experts": 2, "expert_batch": 10, "lr_img": 10.0, "lr_lr": 1e-6, "log_every": 1},
-    "glad": {**PIXEL, "objective": "dm"},
+    "glad": {"iterations": 3, "log_every": 1, "objective": "dm", "objective_options": {"batch_real": 4}},
     "random": {},
     "herding": {"epochs": 2, "batch": 16},
     "k-center": {"epochs": 2, "batch": 16},
