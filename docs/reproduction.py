@@ -193,7 +193,7 @@ def _own_result(ev: dict) -> dict:
 
 def cell_records(plan: dict, runs: Path, study: str, dataset: str, sweep: Sweep) -> list[dict]:
     """One record per cell of ``sweep`` that ``RUNS/<study>/<dataset>`` finished or recorded as failed."""
-    from pd_plugins.experiments.reeval import read_evaluation
+    from pd_plugins.experiments.reeval import read_evaluation, variant_path
 
     root = runs / study / dataset
     status = {c["id"]: c for c in load_summary(root)["cells"]}
@@ -218,8 +218,7 @@ def cell_records(plan: dict, runs: Path, study: str, dataset: str, sweep: Sweep)
             for name, selector in evaluations.items():
                 var = read_evaluation(cdir, selector)
                 if var is not None:
-                    s = session_at(root, (cdir / "evals" / f"{var['evaluator']}-{var['fingerprint'][:12]}.json")
-                                   .stat().st_mtime)
+                    s = session_at(root, variant_path(cdir, var["evaluator"], var["fingerprint"]).stat().st_mtime)
                     item["evaluations"][name] = {"selector": selector, **_own_result(var),
                                                  "evaluator": var["evaluator"], "fingerprint": var["fingerprint"][:12],
                                                  "commit": s["commit"], "date": s["date"]}
