@@ -1,14 +1,22 @@
 """Run the reproduction plan and regenerate ``docs/reproduction.md`` from it.
 
     python docs/reproduction.py                      # run missing cells, then write the report
-    python docs/reproduction.py --report-only        # only rewrite the report from finished cells
+    python docs/reproduction.py --report-only        # only rewrite the report (from runs.jsonl and any run dirs)
     python docs/reproduction.py --evaluations-only   # only re-evaluate finished cells (plan `evaluations`), then report
     python docs/reproduction.py --only moser_dm      # run one study (the report covers all)
 
 The plan (``docs/reproduction.yaml``) names studies; each study is an ordinary ``pd-run sweep``
-per dataset, run into ``RUNS/<study>/<dataset>/`` (resumable: finished cells are skipped). The
+per dataset, run into ``RUNS/<study>/<dataset>/`` (resumable: finished cells are skipped), which
+records the commit, date and machine of every session that ran it in ``provenance.json``. The
 claims compare two arms of a study per dataset over seeds: mean ± std, Welch's t-test, and the
-direction the paper claims. Plots and a JSONL of every cell's config go to ``docs/reproduction/``.
+direction the paper claims.
+
+``docs/reproduction/runs.jsonl`` is the report's data: one record per cell (its config, accuracy,
+learned lr, the plan's re-evaluations, cross-architecture accuracies, and the commit and date it
+was measured at). Writing the report merges it with the run directories under ``--runs``: a
+study/dataset whose sweep there is complete replaces its records, every other record is carried
+over as it is, so the report regenerates without the old run directories and names the commit
+each study was measured at. Plots go to ``docs/reproduction/`` too.
 """
 from __future__ import annotations
 
@@ -23,11 +31,12 @@ import time
 from pathlib import Path
 
 DOCS = Path(__file__).resolve().parent
+PROVENANCE = "provenance.json"  # in each RUNS/<study>/<dataset>/: the sessions that ran it
 ROOT = DOCS.parent
 sys.path.insert(0, str(ROOT))
 
 from pd_plugins.config import load_config_file  # noqa: E402
-from pd_plugins.experiments.report import collect, other_axes, pyplot, save_figure  # noqa: E402
+from pd_plugins.experiments.report import other_axes, pyplot, save_figure  # noqa: E402
 from pd_plugins.experiments.sweep import Sweep, load_summary, run_sweep  # noqa: E402
 from pd_plugins.io import atomic_write_text, read_json  # noqa: E402
 
@@ -66,12 +75,53 @@ def study_sweeps(plan: dict, data_dir: Path, only=None) -> list[tuple[str, str, 
     return out
 
 
+def _git(*args: str) -> str:
+    return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
+
+
+def this_session(what: str) -> dict:
+    """The commit (short hash; ``dirty`` when tracked files differ from it), time and machine of this process."""
+    import torch
+
+    try:
+        commit = _git("rev-parse", "--short", "HEAD")
+        dirty = bool(_git("status", "--porcelain", "--untracked-files=no"))
+    except (OSError, subprocess.CalledProcessError):
+        commit, dirty = "unknown", False
+    now = time.time()
+    return {"what": what, "commit": commit, "dirty": dirty, "started": now,
+            "date": time.strftime("%Y-%m-%d", time.gmtime(now)),
+            "machine": f"{platform.machine()} CPU with {os.cpu_count()} cores, torch {torch.__version__}"}
+
+
+def record_session(root: Path, what: str) -> None:
+    """Append this session to ``root/provenance.json`` (a study/dataset's run directory)."""
+    path = root / PROVENANCE
+    sessions = read_json(path, "provenance") if path.exists() else []
+    root.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, json.dumps(sessions + [this_session(what)], indent=1) + "\n")
+
+
+def session_at(root: Path, when: float) -> dict:
+    """The session of ``root/provenance.json`` that wrote a file at time ``when`` (the last one started before)."""
+    path = root / PROVENANCE
+    if not path.exists():
+        raise SystemExit(f"{path} is missing: it names the commit {root}'s cells were measured at; write "
+                         '[{"commit": "<short hash>", "started": <unix time>, "date": "YYYY-MM-DD", "machine": "..."}]')
+    sessions = sorted(read_json(path, "provenance"), key=lambda s: s["started"])
+    before = [s for s in sessions if s["started"] <= when]
+    if not before:
+        raise SystemExit(f"{path}: no session started before {time.ctime(when)}")
+    return before[-1]
+
+
 def run_plan(plan: dict, runs: Path, data_dir: Path, *, workers: int, threads: int, only=None) -> None:
     os.environ.setdefault("PD_CACHE_DIR", str(runs / ".pd-cache"))  # experts and scores shared across studies
     for study, ds, sweep in study_sweeps(plan, data_dir, only):
         if sweep.fixed.get("data_root") and not Path(sweep.fixed["data_root"]).exists():
             raise SystemExit(f"data file {sweep.fixed['data_root']} not found; pass --data DIR")
         t0 = time.perf_counter()
+        record_session(runs / study / ds, "sweep")
         summary = run_sweep(sweep, runs / study / ds, workers=workers, threads=threads, progress=sys.stderr.isatty())
         print(f"[{time.strftime('%H:%M:%S')}] {study}/{ds}: {summary['counts']} in {time.perf_counter() - t0:.0f} s",
               flush=True)
@@ -87,6 +137,7 @@ def run_cross_arch(ca: dict, runs: Path) -> None:
     root = runs / ca["study"] / ca["dataset"]
     if not (root / "sweep.json").exists():
         return
+    record_session(root, "cross_arch")
     for cell in load_summary(root)["cells"]:
         cdir = root / cell["dir"]
         if (cdir / "eval.json").exists():
@@ -118,6 +169,7 @@ def run_evaluations(plan: dict, runs: Path, only=None) -> None:
                 root = runs / study / ds
                 if not (root / "sweep.json").exists():
                     continue
+                record_session(root, f"evaluation {name}")
                 t0, done, skipped = time.perf_counter(), 0, []
                 for cell in load_summary(root)["cells"]:
                     try:
@@ -128,6 +180,104 @@ def run_evaluations(plan: dict, runs: Path, only=None) -> None:
                         skipped.append(f"{cell['id']}: {exc}")
                 print(f"[{time.strftime('%H:%M:%S')}] evaluation {name} {study}/{ds}: {done} cells in "
                       f"{time.perf_counter() - t0:.0f} s" + (f"; skipped {skipped}" if skipped else ""), flush=True)
+
+
+# ----------------------------------------------------------------------------------------
+# records: runs.jsonl, merged with the run directories
+
+def _own_result(ev: dict) -> dict:
+    res = ev["results"][0]
+    opts = res.get("options") or {}
+    return {"acc": float(res["mean"]), "lr": opts.get("lr_used"), "lr_source": opts.get("lr_source")}
+
+
+def cell_records(plan: dict, runs: Path, study: str, dataset: str, sweep: Sweep) -> list[dict]:
+    """One record per cell of ``sweep`` that ``RUNS/<study>/<dataset>`` finished or recorded as failed."""
+    from pd_plugins.experiments.reeval import read_evaluation, variant_path
+
+    root = runs / study / dataset
+    status = {c["id"]: c for c in load_summary(root)["cells"]}
+    evaluations = {name: evaluation_selector(plan, name) for name, spec in (plan.get("evaluations") or {}).items()
+                   if study in spec["studies"]}
+    out = []
+    for cell in sweep.cells():
+        rec, cdir = status.get(cell["id"], {}), root / "cells" / cell["id"]
+        base = {"kind": "cell", "study": study, "dataset": dataset, "cell": cell["id"], "axes": cell["axes"],
+                "seed": cell["config"].get("seed", 0), "dir": str(cdir.relative_to(runs)),
+                "seconds": rec.get("seconds")}
+        if (cdir / "eval.json").exists():
+            ev = read_json(cdir / "eval.json", "eval")
+            when = session_at(root, (cdir / "eval.json").stat().st_mtime)
+            item = {**base, "status": "done", **_own_result(ev), "config": read_json(cdir / "config.json", "config"),
+                    "commit": when["commit"], "dirty": when.get("dirty", False), "date": when["date"],
+                    "machine": when.get("machine")}
+            cross = (ev.get("cross_arch") or {}).get("models")
+            if cross:
+                item["cross_arch"] = {m: v["accs"] for m, v in cross.items()}
+            item["evaluations"] = {}
+            for name, selector in evaluations.items():
+                var = read_evaluation(cdir, selector)
+                if var is not None:
+                    s = session_at(root, variant_path(cdir, var["evaluator"], var["fingerprint"]).stat().st_mtime)
+                    item["evaluations"][name] = {"selector": selector, **_own_result(var),
+                                                 "evaluator": var["evaluator"], "fingerprint": var["fingerprint"][:12],
+                                                 "commit": s["commit"], "date": s["date"]}
+            out.append(item)
+        elif rec.get("status") == "failed":
+            when = session_at(root, (root / "sweep.json").stat().st_mtime)
+            out.append({**base, "status": "failed", "acc": None, "error": rec.get("error", ""),
+                        "config": cell["config"], "commit": when["commit"], "dirty": when.get("dirty", False),
+                        "date": when["date"], "machine": when.get("machine")})
+    return out
+
+
+def load_records(path: Path) -> list[dict]:
+    """The records of ``runs.jsonl`` (none when it does not exist); each must name its commit and date."""
+    if not path.exists():
+        return []
+    out = []
+    for i, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        rec = json.loads(line)
+        missing = [k for k in ("kind", "study", "dataset", "commit", "date") if k not in rec]
+        if missing:
+            raise SystemExit(f"{path}:{i}: record without {', '.join(missing)}")
+        out.append(rec)
+    return out
+
+
+def merge_records(plan: dict, carried: list[dict], runs: Path) -> tuple[list[dict], list[str]]:
+    """``carried`` with every study/dataset the run directories hold in full replaced by their records.
+
+    A study/dataset whose sweep under ``runs`` is incomplete replaces nothing unless nothing is carried for
+    it; records of studies no longer in the plan are dropped. Returns the records and what was replaced.
+    """
+    fresh, replaced = {}, []
+    for study, ds, sweep in study_sweeps(plan, Path("."), None):
+        if not (runs / study / ds / "sweep.json").exists():
+            continue
+        recs = cell_records(plan, runs, study, ds, sweep)
+        complete = len(recs) == len(sweep.cells())
+        has_carried = any(r["study"] == study and r["dataset"] == ds for r in carried)
+        if complete or not has_carried:
+            fresh[(study, ds)] = recs
+            replaced.append(f"{study}/{ds}")
+        else:
+            print(f"{study}/{ds}: {len(recs)} of {len(sweep.cells())} cells finished under {runs}; "
+                  "keeping the carried-over records until the sweep is complete", file=sys.stderr)
+    order = [(study, ds) for study, spec in plan["studies"].items() for ds in spec["datasets"]]
+    out = []
+    for key in order:
+        out += fresh.get(key) or [r for r in carried if (r["study"], r["dataset"]) == key]
+    return out, replaced
+
+
+def claim_row(rec: dict) -> dict:
+    """The fields `matches` and the report read, from a cell record."""
+    return {**row_of_cell({"id": rec["cell"], "config": rec["config"], "axes": rec["axes"]}),
+            "acc": rec["acc"], "dir": rec["dir"], "seconds": rec.get("seconds"), "lr": rec.get("lr"),
+            "error": rec.get("error", ""), "status": rec["status"]}
 
 
 # ----------------------------------------------------------------------------------------
@@ -148,40 +298,13 @@ def matches(row: dict, spec: dict) -> bool:
     return True
 
 
-def load_rows(runs: Path, study: str, dataset: str, evaluation: dict | None = None) -> list[dict]:
-    root = runs / study / dataset
-    if not (root / "sweep.json").exists():
-        return []
-    rows = collect(root, evaluation, allow_empty=True)
-    seconds = {c["id"]: c.get("seconds") for c in load_summary(root)["cells"]}
-    for r in rows:
-        r["dir"] = str((root / "cells" / r["cell"]).relative_to(runs))
-        r["seconds"] = seconds.get(r["cell"])
-    return rows
-
-
 def row_of_cell(cell: dict) -> dict:
-    """The fields `matches` reads, built from a sweep cell's config and axes (for cells without results)."""
+    """The fields `matches` reads, built from a sweep cell's config and axes."""
     cfg = cell["config"]
     window = (cfg.get("pruner_options") or {}).get("window")
     return {"cell": cell["id"], "distiller": cfg["distiller"], "pruner": cfg.get("pruner", "none"),
             "seed": cfg.get("seed", 0), "window": tuple(float(w) for w in window) if window else None,
             "keep": cfg.get("keep"), "ipc": cfg.get("ipc"), "other": other_axes(cell["axes"])}
-
-
-def failed_rows(runs: Path, study: str, dataset: str, sweep: Sweep) -> list[dict]:
-    """Cells the sweep recorded as failed, with their one-line error."""
-    root = runs / study / dataset
-    if not (root / "sweep.json").exists():
-        return []
-    status = {c["id"]: c for c in load_summary(root)["cells"]}
-    out = []
-    for cell in sweep.cells():
-        rec = status.get(cell["id"], {})
-        if rec.get("status") == "failed":
-            out.append({**row_of_cell(cell), "error": rec.get("error", ""),
-                        "dir": str((root / "cells" / cell["id"]).relative_to(runs))})
-    return out
 
 
 def compare(base: list[float], var: list[float], expect) -> dict:
@@ -208,15 +331,32 @@ def compare(base: list[float], var: list[float], expect) -> dict:
             "verdict": verdict}
 
 
-def evaluate_claims(plan: dict, runs: Path) -> list[dict]:
-    sweeps = {(study, ds): sw for study, ds, sw in study_sweeps(plan, Path("."))}
+def _arm_rows(recs: list[dict], evaluation: str | None, selector: dict | None) -> tuple[list[dict], list[dict]]:
+    """(finished rows, failed rows) of the cell records; under a re-evaluation a row takes its accuracy and lr."""
+    done, failed = [], []
+    for rec in recs:
+        if rec["status"] == "failed":
+            failed.append(claim_row(rec))
+            continue
+        row = claim_row(rec)
+        if evaluation is not None:
+            var = (rec.get("evaluations") or {}).get(evaluation)
+            if var is None or var["selector"] != selector:
+                continue  # not re-evaluated (with these settings): missing, like an unfinished cell
+            row.update(acc=var["acc"], lr=var.get("lr"))
+        done.append(row)
+    return done, failed
+
+
+def evaluate_claims(plan: dict, records: list[dict]) -> list[dict]:
     out = []
     for claim in plan["claims"]:
         spec = plan["studies"][claim["study"]]
-        selector = evaluation_selector(plan, claim.get("evaluation"))
+        name = claim.get("evaluation")
+        selector = evaluation_selector(plan, name)
         for ds in spec["datasets"]:
-            rows = load_rows(runs, claim["study"], ds, selector)
-            failed = failed_rows(runs, claim["study"], ds, sweeps[(claim["study"], ds)])
+            recs = [r for r in records if r["kind"] == "cell" and r["study"] == claim["study"] and r["dataset"] == ds]
+            rows, failed = _arm_rows(recs, name, selector)
             arms = {}
             for arm in ("baseline", "variant"):
                 arms[arm] = (sorted((r for r in rows if matches(r, claim[arm])), key=lambda r: r["seed"]),
@@ -228,8 +368,9 @@ def evaluate_claims(plan: dict, runs: Path) -> list[dict]:
                          (("baseline", base_f), ("variant", var_f)) if f]
                 res["verdict"] = ("; ".join(notes) if res.get("delta") is None
                                   else f"{res['verdict']} (over the finished runs; " + "; ".join(notes) + ")")
+            measured = sorted({(r["commit"], r["date"]) for r in recs})
             out.append({"claim": claim, "dataset": ds, "base_rows": base, "var_rows": var,
-                        "failed_rows": base_f + var_f, **res})
+                        "failed_rows": base_f + var_f, "measured": measured, **res})
     return out
 
 
@@ -309,25 +450,39 @@ def plot_deltas(results: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
-def cross_arch_table(plan: dict, runs: Path) -> tuple[list[dict], list[str]]:
-    """Per (setting, model): mean ± std over the seeds' runs of the cross-architecture evaluation."""
+def _stats(xs: list[float]) -> dict:
+    return {"mean": statistics.fmean(xs), "std": statistics.stdev(xs) if len(xs) > 1 else 0.0, "n": len(xs)}
+
+
+def cross_arch_table(plan: dict, records: list[dict]) -> tuple[list[dict], list[str]]:
+    """Per (setting, model): mean, std and count over every network of the seeds' cross-architecture evaluations.
+
+    Cell records carry the networks' accuracies; a carried-over ``cross_arch`` record carries the summary
+    of a table whose cells' accuracies were not kept.
+    """
     ca = plan.get("cross_arch")
     if not ca:
         return [], []
-    rows = load_rows(runs, ca["study"], ca["dataset"])
-    table: dict[str, dict[str, list[float]]] = {}
+    recs = [r for r in records if r["study"] == ca["study"] and r["dataset"] == ca["dataset"]]
+    accs: dict[str, dict[str, list[float]]] = {}
     dirs: dict[str, list[str]] = {}
-    for r in rows:
-        ev = read_json(runs / r["dir"] / "eval.json", "eval")
-        cross = ev.get("cross_arch")
-        if not cross:
+    measured: dict[str, set] = {}
+    for r in recs:
+        if r["kind"] != "cell" or not r.get("cross_arch"):
             continue
-        setting = "unpruned" if r["pruner"] == "none" else f"{r['pruner']} keep={r['keep']:g}"
+        row = claim_row(r)
+        setting = "unpruned" if row["pruner"] == "none" else f"{row['pruner']} keep={row['keep']:g}"
         for model in ca["models"]:
-            if model in cross["models"]:
-                table.setdefault(setting, {}).setdefault(model, []).extend(cross["models"][model]["accs"])
+            if model in r["cross_arch"]:
+                accs.setdefault(setting, {}).setdefault(model, []).extend(r["cross_arch"][model])
         dirs.setdefault(setting, []).append(r["dir"])
-    out = [{"setting": s, "models": m, "dirs": dirs[s]} for s, m in table.items()]
+        measured.setdefault(setting, set()).add((r["commit"], r["date"]))
+    out = [{"setting": s, "models": {m: _stats(v) for m, v in per.items()}, "dirs": dirs[s],
+            "measured": sorted(measured[s])} for s, per in accs.items()]
+    for r in recs:
+        if r["kind"] == "cross_arch" and r["setting"] not in accs:
+            out.append({"setting": r["setting"], "models": r["models"], "dirs": r.get("dirs", []),
+                        "measured": [(r["commit"], r["date"])], "summary": True, "unseen_mean": r.get("unseen_mean")})
     return out, list(ca["models"])
 
 
@@ -338,8 +493,8 @@ def plot_cross_arch(table: list[dict], models: list[str], path: Path) -> None:
     for j, row in enumerate(table):
         xs = [i + (j - (len(table) - 1) / 2) * width for i in range(len(models))]
         vals = row["models"]
-        ax.bar(xs, [100 * statistics.fmean(vals[m]) if vals.get(m) else float("nan") for m in models], width=width * 0.95,
-               yerr=[100 * statistics.stdev(vals[m]) if len(vals.get(m, [])) > 1 else 0.0 for m in models], capsize=3,
+        ax.bar(xs, [100 * vals[m]["mean"] if m in vals else float("nan") for m in models], width=width * 0.95,
+               yerr=[100 * vals[m]["std"] if m in vals else 0.0 for m in models], capsize=3,
                label=row["setting"], color="0.6" if row["setting"] == "unpruned" else f"C{j}")
     ax.set_xticks(range(len(models)))
     ax.set_xticklabels(models)
@@ -361,16 +516,86 @@ def _pm(xs: list[float]) -> str:
     return f"{100 * statistics.fmean(xs):.2f} ± {100 * sd:.2f}"
 
 
-def _git_commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                              check=True).stdout.strip()
-    except Exception:
-        return "unknown"
+def _pm_stats(s: dict | None) -> str:
+    return "–" if not s else f"{100 * s['mean']:.2f} ± {100 * s['std']:.2f}"
 
 
 def _delta(r: dict) -> str:
     return f"{100 * r['delta']:+.2f}" if r.get("delta") is not None else "–"
+
+
+def _p(r: dict) -> str:
+    return f"{r['p']:.3g}" if r.get("p") is not None else "–"
+
+
+def _commits(measured) -> str:
+    return ", ".join(f"`{c}` ({d})" for c, d in measured) or "–"
+
+
+def _lr(rows: list[dict]) -> str:
+    lrs = [r["lr"] for r in rows if r.get("lr") is not None]
+    if not lrs:
+        return "–"
+    lo, hi = min(lrs), max(lrs)
+    return f"{lo:.2g}" if abs(hi - lo) <= 1e-9 else f"{lo:.2g}–{hi:.2g}"
+
+
+def provenance_section(plan: dict, records: list[dict]) -> list[str]:
+    """Which commit, date and machine measured each study (and each re-evaluation), from the records."""
+    groups: dict[tuple, dict] = {}
+    for r in records:
+        key = (r["study"], r["commit"] + (" + uncommitted changes" if r.get("dirty") else ""), r["date"],
+               r.get("machine") or "–")
+        g = groups.setdefault(key, {"datasets": [], "cells": 0})
+        if r["dataset"] not in g["datasets"]:
+            g["datasets"].append(r["dataset"])
+        g["cells"] += r["kind"] == "cell"
+    L = ["## Provenance", "",
+         "Every study below was measured at the commit and on the date named here (`runs.jsonl` keeps them per "
+         "cell); studies not re-run since are carried over from the records of the commit that measured them.", "",
+         "| study | datasets | measured at commit | date | machine | cells |", "|---|---|---|---|---|---|"]
+    for (study, commit, date, machine), g in groups.items():
+        L.append(f"| {study} | {', '.join(g['datasets'])} | `{commit}` | {date} | {machine} | {g['cells']} |")
+    evals: dict[tuple, int] = {}
+    for r in records:
+        for name, var in (r.get("evaluations") or {}).items():
+            key = (name, r["study"], var["commit"], var["date"])
+            evals[key] = evals.get(key, 0) + 1
+    if evals:
+        L += ["", "| re-evaluation | study | evaluated at commit | date | cells |", "|---|---|---|---|---|"]
+        for (name, study, commit, date), n in evals.items():
+            L.append(f"| {name} | {study} | `{commit}` | {date} | {n} |")
+    if plan.get("provenance_note"):
+        L += ["", plan["provenance_note"].strip()]
+    return L + [""]
+
+
+def _holds(r: dict) -> bool:
+    return r["verdict"].startswith("holds") or r["verdict"].startswith("same")
+
+
+def where_line(items: list[dict]) -> str:
+    """One claim's datasets: where it holds in direction, where significantly, where not."""
+    c = items[0]["claim"]
+    ran = [r for r in items if r.get("delta") is not None]
+    good = [r["dataset"] for r in ran if _holds(r)]
+    sig = [r["dataset"] for r in ran if r["verdict"] == "holds (p < 0.05)"]
+    bad = [f"{r['dataset']} (Δ {100 * r['delta']:+.2f} pp" + (", p < 0.05" if r["verdict"].startswith("reversed")
+                                                             else "") + ")" for r in ran if not _holds(r)]
+    broken = [f"{r['dataset']} ({r['verdict']})" for r in items if r.get("delta") is None and r["failed_rows"]]
+    line = ""
+    if not ran:
+        line += "not run." if not broken else ""
+    else:
+        within = isinstance(c.get("expect"), dict)
+        line += (f"{'within the tolerance' if within else 'in the claimed direction'} on {len(good)} of {len(ran)} "
+                 "datasets"
+                 + (f" ({', '.join(good)})" if good else "")
+                 + (f", significant on {', '.join(sig)}" if sig else "")
+                 + (f"; **does not hold** on {', '.join(bad)}" if bad else "") + ".")
+    if broken:
+        line += " Not comparable on " + "; ".join(broken) + "."
+    return line
 
 
 def reevaluation_section(plan: dict, results: list[dict]) -> list[str]:
@@ -383,81 +608,84 @@ def reevaluation_section(plan: dict, results: list[dict]) -> list[str]:
          "The same distilled sets evaluated again with other evaluator settings (`pd-run eval RUN -E KEY=VALUE`; "
          "stored beside each run's own `eval.json` in `evals/<evaluator>-<hash>.json`, its networks seeded as in the "
          "run's own evaluation). Plan evaluations: "
-         + "; ".join(f"`{k}` = {json.dumps(v, sort_keys=True)}" for k, v in plan.get("evaluations", {}).items()) + ".", "",
-         "| claim | dataset | evaluation | Δ, run's own evaluation (pp) | verdict | Δ, re-evaluated (pp) | verdict |",
-         "|---|---|---|---|---|---|---|"]
+         + "; ".join(f"`{k}` = {json.dumps(v, sort_keys=True)}" for k, v in plan.get("evaluations", {}).items()) + ".",
+         "The lr columns give the evaluation lr of each arm's runs (range over seeds): the lr MTT learned in its own "
+         "evaluation, the one the re-evaluation used in the other.", "",
+         "| claim | dataset | evaluation | lr, own (baseline / variant) | Δ own (pp) | p | verdict | "
+         "lr, re-evaluated | Δ re-evaluated (pp) | p | verdict | verdict changed |",
+         "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r, o in pairs:
-        L.append(f"| {o['claim']['id']} | {r['dataset']} | {r['claim']['evaluation']} | {_delta(o)} | {o['verdict']} | "
-                 f"{_delta(r)} | {r['verdict']} |")
+        changed = "–" if r.get("delta") is None or o.get("delta") is None else (
+            "no" if (_holds(r), r["verdict"].split(" (")[0]) == (_holds(o), o["verdict"].split(" (")[0]) else
+            f"**yes** ({o['verdict'].split(' (')[0]} → {r['verdict'].split(' (')[0]})")
+        L.append(f"| {o['claim']['id']} | {r['dataset']} | {r['claim']['evaluation']} | "
+                 f"{_lr(o['base_rows'])} / {_lr(o['var_rows'])} | {_delta(o)} | {_p(o)} | {o['verdict']} | "
+                 f"{_lr(r['base_rows'] + r['var_rows'])} | {_delta(r)} | {_p(r)} | {r['verdict']} | {changed} |")
     return L + [""]
+
+
+def _ordered(results: list[dict]) -> list[dict]:
+    """Claims in plan order, each re-check (``of``) right after the claim and dataset it re-checks."""
+    out = [r for r in results if not r["claim"].get("of")]
+    for r in [r for r in results if r["claim"].get("of")]:
+        of = r["claim"]["of"]
+        at = max((i for i, o in enumerate(out) if o["dataset"] == r["dataset"] and of in (o["claim"]["id"],
+                                                                                          o["claim"].get("of"))),
+                 default=len(out) - 1)
+        out.insert(at + 1, r)
+    return out
 
 
 def write_report(plan: dict, runs: Path, out_md: Path, asset_dir: Path) -> dict:
     asset_dir.mkdir(parents=True, exist_ok=True)
     rel = asset_dir.name  # image links are relative to the report
-    results = evaluate_claims(plan, runs)
+    records, replaced = merge_records(plan, load_records(asset_dir / "runs.jsonl"), runs)
+    atomic_write_text(asset_dir / "runs.jsonl",
+                      "".join(json.dumps(r, sort_keys=True, default=str) + "\n" for r in records))
+    results = _ordered(evaluate_claims(plan, records))
     plot_claims(results, asset_dir / "claims.png")
     plot_deltas(results, asset_dir / "deltas.png")
-    ca_rows, ca_models = cross_arch_table(plan, runs)
+    ca_rows, ca_models = cross_arch_table(plan, records)
     if ca_rows:
         plot_cross_arch(ca_rows, ca_models, asset_dir / "cross_arch.png")
 
-    # every cell of every study: its config, for the appendix and runs.jsonl
-    cells, seconds = [], 0.0
-    for study, ds, _ in study_sweeps(plan, Path("."), None):
-        for r in load_rows(runs, study, ds):
-            cfg = read_json(runs / r["dir"] / "config.json", "config")
-            cells.append({"dir": r["dir"], "study": study, "dataset": ds, "seed": r["seed"], "acc": r["acc"],
-                          "seconds": r["seconds"], "config": cfg})
-            seconds += r["seconds"] or 0.0
-    atomic_write_text(asset_dir / "runs.jsonl", "".join(json.dumps(c, sort_keys=True, default=str) + "\n" for c in cells))
-
-    import torch
-
+    cells = [r for r in records if r["kind"] == "cell"]
+    done = [r for r in cells if r["status"] == "done"]
+    seconds = sum(r.get("seconds") or 0.0 for r in done)
+    now = this_session("report")
     L = ["# Reproduction report", "",
-         f"Generated by `python docs/reproduction.py` from `docs/reproduction.yaml` (commit `{_git_commit()}`, "
-         f"{time.strftime('%Y-%m-%d')}), on {platform.machine()} CPU with {os.cpu_count()} cores, torch "
-         f"{torch.__version__}. {len(cells)} finished runs, {seconds / 3600:.2f} CPU-worker hours of cell time "
-         "(two cells at a time, one torch thread each).", "",
-         plan.get("preface", "").strip(), "",
-         "## Studies (from the plan file)", "",
-         f"Shared by every cell: `{json.dumps(plan.get('fixed', {}), sort_keys=True)}`.", "",
-         "| study | datasets | seeds | fixed | grid |", "|---|---|---|---|---|"]
+         f"Generated by `python docs/reproduction.py` from `docs/reproduction.yaml` and the cell records in "
+         f"`{rel}/runs.jsonl` (report written at commit `{now['commit']}`, {now['date']}; the commit each study was "
+         f"measured at is under \"Provenance\"). {len(done)} finished runs"
+         + (f" and {len(cells) - len(done)} failed" if len(cells) > len(done) else "")
+         + f", {seconds / 3600:.2f} CPU-worker hours of cell time (two cells at a time, one torch thread each).", ""]
+    L += provenance_section(plan, records)
+    L += [plan.get("preface", "").strip(), "",
+          "## Studies (from the plan file)", "",
+          f"Shared by every cell: `{json.dumps(plan.get('fixed', {}), sort_keys=True)}`.", "",
+          "| study | datasets | seeds | fixed | grid |", "|---|---|---|---|---|"]
     for study, spec in plan["studies"].items():
         L.append(f"| {study} | {', '.join(spec['datasets'])} | {spec.get('seeds', plan.get('seeds'))} | "
                  f"`{json.dumps(spec.get('fixed', {}), sort_keys=True)}` | `{json.dumps(spec['grid'])}` |")
     L += ["",
-         "## Claims", "",
-         "| claim | source | dataset | baseline (%) | variant (%) | Δ (pp) | Welch p | verdict |",
-         "|---|---|---|---|---|---|---|---|"]
+          "## Claims", "",
+          "A claim id ending in `_fixed_lr` re-checks the claim above it with the same distilled sets evaluated at a "
+          "fixed lr (see \"Re-evaluations\").", "",
+          "| claim | source | dataset | baseline (%) | variant (%) | Δ (pp) | Welch p | verdict | measured at |",
+          "|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         c = r["claim"]
         L.append(f"| {c['id']} | {c['source']} | {r['dataset']} | {_pm(r['base'])} | {_pm(r['var'])} | "
-                 + (f"{100 * r['delta']:+.2f}" if r.get("delta") is not None else "–") + " | "
-                 + (f"{r['p']:.3g}" if r.get("p") is not None else "–") + f" | {r['verdict']} |")
+                 f"{_delta(r)} | {_p(r)} | {r['verdict']} | {_commits(r['measured'])} |")
     L += ["", f"![claims]({rel}/claims.png)", "", f"![deltas]({rel}/deltas.png)", ""]
 
     L += ["## Where the claims hold and where they do not", ""]
-    for cid in dict.fromkeys(r["claim"]["id"] for r in results):
+    for cid in dict.fromkeys(r["claim"]["id"] for r in results if not r["claim"].get("of")):
         items = [r for r in results if r["claim"]["id"] == cid]
-        c = items[0]["claim"]
-        ran = [r for r in items if r.get("delta") is not None]
-        good = [r["dataset"] for r in ran if r["verdict"].startswith("holds") or r["verdict"].startswith("same")]
-        sig = [r["dataset"] for r in ran if r["verdict"] == "holds (p < 0.05)"]
-        bad = [f"{r['dataset']} (Δ {100 * r['delta']:+.2f} pp)" for r in ran
-               if not (r["verdict"].startswith("holds") or r["verdict"].startswith("same"))]
-        broken = [f"{r['dataset']} ({r['verdict']})" for r in items if r.get("delta") is None and r["failed_rows"]]
-        line = f"- **{cid}** — {c['title']}: "
-        if not ran:
-            line += "not run." if not broken else ""
-        else:
-            within = isinstance(c.get("expect"), dict)
-            line += (f"{'within the tolerance' if within else 'in the claimed direction'} on {len(good)} of {len(ran)} datasets"
-                     + (f" ({', '.join(good)})" if good else "")
-                     + (f", significant on {', '.join(sig)}" if sig else "")
-                     + (f"; **does not hold** on {', '.join(bad)}" if bad else "") + ".")
-        if broken:
-            line += " Not comparable on " + "; ".join(broken) + "."
+        line = f"- **{cid}** — {items[0]['claim']['title']}: {where_line(items)}"
+        for rid in dict.fromkeys(r["claim"]["id"] for r in results if r["claim"].get("of") == cid):
+            re_items = [r for r in results if r["claim"]["id"] == rid]
+            line += f" *Re-evaluated (`{re_items[0]['claim']['evaluation']}`, {rid}):* {where_line(re_items)}"
         L.append(line)
     L.append("")
     L += reevaluation_section(plan, results)
@@ -468,13 +696,19 @@ def write_report(plan: dict, runs: Path, out_md: Path, asset_dir: Path) -> dict:
               f"Study `{ca['study']}` on {ca['dataset']}: each seed's distilled set (distilled with ConvNet-3 width 32) "
               f"trains fresh networks of every architecture (networks per run and model: "
               f"`{json.dumps(ca.get('repeats', 1))}`; `pd-run eval RUN --models {','.join(ca['models'])}`); "
-              "mean ± std over all those networks of the 3 seeds.", "",
+              "mean ± std over all those networks of the 3 seeds. Measured at "
+              + "; ".join(f"{row['setting']}: {_commits(row['measured'])}" for row in ca_rows) + "."
+              + (" Rows marked * are carried over as the summary (mean, std, networks) the report of that commit "
+                 "printed; their per-network accuracies were not kept." if any(row.get("summary") for row in ca_rows)
+                 else ""), "",
               "| setting | " + " | ".join(ca_models) + " | unseen-architecture mean |",
               "|---|" + "---|" * (len(ca_models) + 1)]
         for row in ca_rows:
-            unseen = [statistics.fmean(row["models"][m]) for m in ca_models[1:] if row["models"].get(m)]
-            L.append(f"| {row['setting']} | " + " | ".join(_pm(row["models"].get(m, [])) for m in ca_models)
-                     + (f" | {100 * statistics.fmean(unseen):.2f} |" if unseen else " | – |"))
+            unseen = [row["models"][m]["mean"] for m in ca_models[1:] if m in row["models"]]
+            mean = row.get("unseen_mean") or (statistics.fmean(unseen) if unseen else None)  # a summary's own
+            L.append(f"| {row['setting']}{' *' if row.get('summary') else ''} | "
+                     + " | ".join(_pm_stats(row["models"].get(m)) for m in ca_models)
+                     + (f" | {100 * mean:.2f} |" if mean is not None else " | – |"))
         L += ["", f"![cross-architecture]({rel}/cross_arch.png)", ""]
 
     if plan.get("discussion"):
@@ -483,23 +717,31 @@ def write_report(plan: dict, runs: Path, out_md: Path, asset_dir: Path) -> dict:
           f"Run directories are relative to the runs root (`--runs`, default `runs/reproduction`); each holds "
           "`config.json` (fully resolved, budget-scaled values under `resolved`), `manifest.json`, `prune.pt`, "
           f"`distill.pt`, `eval.json`, `synthetic.png` and `log.jsonl`. `{rel}/runs.jsonl` keeps every "
-          "run's full config beside its accuracy and wall time, so the table survives without the run directories.", "",
-          "| claim | dataset | arm | seed | accuracy (%) | cell seconds | run directory |", "|---|---|---|---|---|---|---|"]
+          "run's full config beside its accuracy, evaluation lr, wall time and the commit it was measured at, so "
+          "the tables survive without the run directories.", "",
+          "| claim | dataset | arm | seed | accuracy (%) | evaluation lr | cell seconds | commit | run directory |",
+          "|---|---|---|---|---|---|---|---|---|"]
+    commit_of = {r["dir"]: r["commit"] for r in cells}
     for r in results:
         for arm, key in (("baseline", "base_rows"), ("variant", "var_rows")):
             for row in r[key]:
                 L.append(f"| {r['claim']['id']} | {r['dataset']} | {arm} | {row['seed']} | {100 * row['acc']:.2f} | "
-                         f"{row['seconds'] if row['seconds'] is not None else '–'} | `{row['dir']}` |")
+                         + (f"{row['lr']:.3g}" if row.get("lr") is not None else "–") + " | "
+                         f"{row['seconds'] if row['seconds'] is not None else '–'} | `{commit_of[row['dir']]}` | "
+                         f"`{row['dir']}` |")
         for row in r["failed_rows"]:
             arm = "baseline" if matches(row, r["claim"]["baseline"]) else "variant"
-            L.append(f"| {r['claim']['id']} | {r['dataset']} | {arm} | {row['seed']} | failed | – | `{row['dir']}` |")
+            L.append(f"| {r['claim']['id']} | {r['dataset']} | {arm} | {row['seed']} | failed | – | "
+                     f"{row['seconds'] if row['seconds'] is not None else '–'} | `{commit_of[row['dir']]}` | "
+                     f"`{row['dir']}` |")
     if ca_rows:
         for row in ca_rows:
-            L.append(f"| cross_arch | {plan['cross_arch']['dataset']} | {row['setting']} | – | – | – | "
+            L.append(f"| cross_arch | {plan['cross_arch']['dataset']} | {row['setting']} | – | – | – | – | "
+                     f"{', '.join(f'`{c}`' for c, _ in row['measured'])} | "
                      + ", ".join(f"`{d}`" for d in row["dirs"]) + " |")
     L.append("")
     atomic_write_text(out_md, "\n".join(L))
-    return {"claims": results, "cells": len(cells)}
+    return {"claims": results, "cells": len(done), "replaced": replaced}
 
 
 def main(argv=None) -> int:
@@ -526,7 +768,8 @@ def main(argv=None) -> int:
         run_plan(plan, runs, Path(args.data), workers=args.workers, threads=args.threads, only=args.only)
     out = Path(args.out)
     rep = write_report(plan, runs, out, out.parent / out.stem)  # plots and runs.jsonl beside the report
-    print(f"wrote {args.out} ({rep['cells']} runs)")
+    carried = f"; replaced from {runs}: {', '.join(rep['replaced'])}" if rep["replaced"] else "; all carried over"
+    print(f"wrote {args.out} ({rep['cells']} finished runs{carried})")
     return 0
 
 

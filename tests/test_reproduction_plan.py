@@ -74,14 +74,20 @@ def test_tiny_plan_runs_and_writes_the_report(repro, tmp_path, monkeypatch):
         "cross_arch": {"study": "prune", "dataset": "digits", "models": ["convnet", "alexnet"], "repeats": 1},
     }))
     out_md = tmp_path / "docs" / "reproduction.md"
+    assets = out_md.parent / "reproduction"
+    assets.mkdir(parents=True)
+    stale = {**_record("prune", "digits", "none", 0, 0.123, "0ld0000", "2026-01-01"), "cell": "pruner=none_seed=0"}
+    (assets / "runs.jsonl").write_text(json.dumps(stale) + "\n")  # carried over until the sweep replaces it
     assert repro.main(["--plan", str(plan_path), "--runs", str(tmp_path / "runs"), "--workers", "1",
                        "--out", str(out_md)]) == 0
     text = out_md.read_text()
     assert "| c1 | test | digits |" in text and "## Cross-architecture" in text
     assert "{rel}" not in text and "reproduction/runs.jsonl" in text  # placeholders filled
-    assets = out_md.parent / "reproduction"
     rows = [json.loads(line) for line in (assets / "runs.jsonl").read_text().splitlines()]
     assert len(rows) == 4 and {r["seed"] for r in rows} == {0, 1}
+    [session] = json.loads((tmp_path / "runs" / "prune" / "digits" / "provenance.json").read_text())[:1]
+    assert {r["commit"] for r in rows} == {session["commit"]} and "0ld0000" not in text
+    assert all(r["cross_arch"]["alexnet"] and r["evaluations"]["short"]["acc"] is not None for r in rows)
     for name in ("claims.png", "deltas.png", "cross_arch.png"):
         assert (assets / name).read_bytes()[:4] == b"\x89PNG"
     for r in rows:  # every listed run directory is real and holds the config the report quotes
@@ -120,3 +126,67 @@ def test_fixed_lr_claims_recheck_the_mtt_claims(repro):
         orig = claims[c["of"]]
         assert (c["study"], c["baseline"], c["variant"]) == (orig["study"], orig["baseline"], orig["variant"])
     assert repro.evaluation_selector(plan, "fixed_lr") == {"evaluator": None, "options": {"use_learned_lr": False}}
+
+
+def _record(study, dataset, pruner, seed, acc, commit, date, **extra):
+    """A runs.jsonl cell record as the report reads it."""
+    axes = {"pruner": pruner, "seed": seed}
+    cfg = {"distiller": "mtt", "pruner": pruner, "seed": seed, "ipc": 1, "keep": None, "pruner_options": {}}
+    return {"kind": "cell", "study": study, "dataset": dataset, "cell": f"pruner={pruner}_seed={seed}", "axes": axes,
+            "seed": seed, "status": "done", "acc": acc, "config": cfg, "seconds": 1.0, "commit": commit, "date": date,
+            "dir": f"{study}/{dataset}/cells/pruner={pruner}_seed={seed}", **extra}
+
+
+def test_report_only_regenerates_from_runs_jsonl_and_names_each_commit(repro, tmp_path):
+    """No run directory: two studies measured at two commits come back from runs.jsonl alone, each with its commit,
+    with the re-evaluation beside its claim and a carried-over cross-architecture summary."""
+    plan_path = tmp_path / "plan.yaml"
+    plan_path.write_text(json.dumps({
+        "name": "two", "seeds": [0, 1, 2], "datasets": {"digits": {"dataset": "digits"}},
+        "fixed": {"ipc": 1, "distiller": "mtt"},
+        "studies": {"old": {"datasets": ["digits"], "grid": {"pruner": ["none", "random"]}},
+                    "new": {"datasets": ["digits"], "grid": {"pruner": ["none", "random"]}}},
+        "claims": [{"id": "c_old", "study": "old", "source": "s", "title": "t", "baseline": {"pruner": "none"},
+                    "variant": {"pruner": "random"}, "expect": "higher"},
+                   {"id": "c_new", "study": "new", "source": "s", "title": "t", "baseline": {"pruner": "none"},
+                    "variant": {"pruner": "random"}, "expect": "higher"},
+                   {"id": "c_new_fixed", "of": "c_new", "evaluation": "fixed", "study": "new", "source": "s",
+                    "title": "t", "baseline": {"pruner": "none"}, "variant": {"pruner": "random"}, "expect": "higher"}],
+        "evaluations": {"fixed": {"studies": ["new"], "options": {"use_learned_lr": False}}},
+        "cross_arch": {"study": "old", "dataset": "digits", "models": ["convnet", "alexnet"]},
+    }))
+    fixed = {"selector": {"evaluator": None, "options": {"use_learned_lr": False}}, "commit": "bbbb222",
+             "date": "2026-11-29", "lr": 0.01}
+    recs = [_record("old", "digits", "none", s, 0.50 + 0.01 * s, "aaaa111", "2026-11-23") for s in range(3)]
+    recs += [_record("old", "digits", "random", s, 0.60 + 0.01 * s, "aaaa111", "2026-11-23") for s in range(3)]
+    # "new": random loses with the learned lr (0.001) but wins at the fixed lr
+    recs += [_record("new", "digits", "none", s, 0.70 + 0.01 * s, "bbbb222", "2026-11-29", lr=0.008,
+                     evaluations={"fixed": {**fixed, "acc": 0.40 + 0.01 * s}}) for s in range(3)]
+    recs += [_record("new", "digits", "random", s, 0.60 + 0.01 * s, "bbbb222", "2026-11-29", lr=0.001,
+                     evaluations={"fixed": {**fixed, "acc": 0.45 + 0.01 * s}}) for s in range(3)]
+    recs.append({"kind": "cross_arch", "study": "old", "dataset": "digits", "setting": "unpruned", "commit": "aaaa111",
+                 "date": "2026-11-23", "models": {"convnet": {"mean": 0.5, "std": 0.01, "n": 3},
+                                                  "alexnet": {"mean": 0.4, "std": 0.02, "n": 3}}, "dirs": []})
+    out_md = tmp_path / "docs" / "reproduction.md"
+    (out_md.parent / "reproduction").mkdir(parents=True)
+    jsonl = out_md.parent / "reproduction" / "runs.jsonl"
+    jsonl.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    assert repro.main(["--plan", str(plan_path), "--report-only", "--runs", str(tmp_path / "absent"),
+                       "--out", str(out_md)]) == 0
+    text = out_md.read_text()
+    assert "| old | digits | `aaaa111` | 2026-11-23 |" in text and "| new | digits | `bbbb222` | 2026-11-29 |" in text
+    assert "| c_old | s | digits | 51.00 ± 1.00 | 61.00 ± 1.00 | +10.00 |" in text
+    assert "| c_new | s | digits | 71.00 ± 1.00 | 61.00 ± 1.00 | -10.00 |" in text
+    assert "| c_new_fixed | s | digits | 41.00 ± 1.00 | 46.00 ± 1.00 | +5.00 |" in text
+    # the re-check sits right after its claim, and the re-evaluation table says the verdict changed
+    lines = text.splitlines()
+    at = next(i for i, line in enumerate(lines) if line.startswith("| c_new | s | digits"))
+    assert lines[at + 1].startswith("| c_new_fixed | s | digits")
+    assert "| c_new | digits | fixed | 0.008 / 0.001 | -10.00 |" in text and "**yes** (reversed → holds)" in text
+    assert "| unpruned * | 50.00 ± 1.00 | 40.00 ± 2.00 | 40.00 |" in text
+    kept = [json.loads(line) for line in jsonl.read_text().splitlines()]
+    key = lambda r: json.dumps(r, sort_keys=True)  # noqa: E731
+    assert sorted(kept, key=key) == sorted(recs, key=key)  # nothing replaced or lost
+    jsonl.write_text(json.dumps({k: v for k, v in recs[0].items() if k != "commit"}) + "\n")
+    with pytest.raises(SystemExit, match="without commit"):
+        repro.main(["--plan", str(plan_path), "--report-only", "--runs", str(tmp_path / "absent"), "--out", str(out_md)])
