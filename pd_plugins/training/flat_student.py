@@ -5,11 +5,11 @@
 layer parameters that are views into ``theta``, so an unrolled SGD step is one tensor op on
 ``theta``. For ``FeatureClassifier`` networks whose features are a ``Sequential`` of
 Conv2d / GroupNorm / ReLU / LeakyReLU / AvgPool2d / MaxPool2d / Identity (ConvNet of DC/MTT),
-the forward is a fixed list of ``torch.nn.functional`` calls, with group normalisation written
-out in elementary ops: its double backward (needed by the meta-gradient through the unroll) is
-then plain elementwise and reduction kernels instead of the composite double backward of
-``native_group_norm``. Any other network runs through :func:`torch.func.functional_call` on the
-same views (the same function, without the hand-written layer list).
+the forward is a fixed list of ``torch.nn.functional`` calls on those views (no per-step parameter
+dictionary swap into the module). ``EXPLICIT_NORM`` writes group normalisation out in elementary ops
+instead of the native kernel (its double backward is then elementwise/reduction kernels rather than
+the composite double backward of ``native_group_norm``); it is off by default because it was not
+measured faster. Any other network runs through :func:`torch.func.functional_call` on the same views.
 """
 from __future__ import annotations
 
