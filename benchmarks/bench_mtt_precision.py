@@ -54,7 +54,7 @@ def main() -> None:
     write_result("mtt_precision", {"dataset": "mnist, first 300 per class", "ipc": 10, "budget": "quick",
                                    "seed": a.seed, "rows": rows, "bf16_minus_fp32_pp": round(diff, 2),
                                    "within_0_5_pp": abs(diff) <= 0.5},
-                 entry_modules=["pd_plugins.distillation.mtt", "pd_plugins.training.flat_student"],
+                 entry_modules=["pd_plugins.distillation.mtt"],
                  plugins=[("distiller", "mtt")])
 
 

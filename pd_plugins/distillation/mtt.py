@@ -19,7 +19,6 @@ import torch
 from pd_plugins.training import accel
 from pd_plugins.errors import OptionsError
 from pd_plugins.training.evaluate import soft_cross_entropy
-from pd_plugins.training.flat_student import FlatStudent
 from pd_plugins.distillation.experts import ExpertRecipe, ensure_experts, load_trajectory
 from pd_plugins.distillation.objectives import Objective, distill_pixels
 from pd_plugins.options import as_dict, option
@@ -58,8 +57,8 @@ class TrajectoryObjective(Objective):
         with ctx.fork_rng("mtt-student"):
             self.student = ctx.make_model(data.channels, data.num_classes, data.im_size)
         self.student.train()
-        self.flat = FlatStudent(self.student)
-        self.names, self.shapes = self.flat.names, self.flat.shapes
+        self.names = [n for n, _ in self.student.named_parameters()]
+        self.shapes = [p.shape for _, p in self.student.named_parameters()]
         self.aug = ctx.make_augmenter(data) if self.augment else None
         self.syn_lr = torch.tensor(float(self.lr_teacher), device=device, requires_grad=True)
         onehot = torch.nn.functional.one_hot(labels, data.num_classes).float().to(device)
@@ -85,8 +84,12 @@ class TrajectoryObjective(Objective):
         return int(perm[it % n])
 
     def unflatten(self, theta: torch.Tensor) -> dict:
-        """Parameter name -> view of the flat vector ``theta``."""
-        return self.flat.views(theta)
+        out, start = {}, 0
+        for name, shape in zip(self.names, self.shapes):
+            k = shape.numel()
+            out[name] = theta[start:start + k].view(shape)
+            start += k
+        return out
 
     def _plan(self, images, g) -> list[tuple[torch.Tensor, object]]:
         """Per student step: the mini-batch indices and the augmentation draw (sampled once, replayable)."""
@@ -107,10 +110,7 @@ class TrajectoryObjective(Objective):
         if params is not None:
             x = self.aug.apply(x, params)
         with self.ctx.autocast():
-            if compile:  # single-backward pass only (TESLA pass 1): compiled graphs have no double backward
-                logits = accel.functional_forward(self.student, self.unflatten(theta), x, compile=True)
-            else:
-                logits = self.flat(theta, x)
+            logits = accel.functional_forward(self.student, self.unflatten(theta), x, compile=compile)
         return soft_cross_entropy(logits.float(), self.targets[idx])
 
     def loss(self, images, it, step):
