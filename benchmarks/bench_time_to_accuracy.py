@@ -22,6 +22,7 @@ Modes (every setting is recorded in the JSON):
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import tempfile
@@ -132,9 +133,10 @@ def first_reaching(rows: list[dict], target: float):
     return None if not hit else {"iteration": hit[0]["iteration"], "time_s": hit[0]["time_s"]}
 
 
-def write_markdown(out: dict, path: Path) -> None:
+def write_markdown(out: dict, path: Path, prov: dict) -> None:
     s = out["settings"]
     lines = ["# Time to accuracy (MNIST, ipc 10)", "",
+             f"Measured on commit `{str(prov.get('commit'))[:10]}` ({prov.get('date')}): `{prov.get('command')}`.", "",
              f"Device {out['device']}; pool {s['pool_per_class'] or 'full'} per class, test "
              f"{s['test_per_class'] or 'full'} per class, ConvNet-3 width {s['width']}; evaluator dsa-step lr 0.01, "
              f"{s['eval']['epochs']} epochs x {s['eval']['networks']} net(s), fp32. Time = distillation wall clock "
@@ -262,8 +264,8 @@ def main(argv=None) -> None:
 
 
 def write_all(out: dict, name: str, distillers: str) -> None:
-    write_result(name, out, plugins=[("distiller", n) for n in distillers.split(",") if n])
-    write_markdown(out, RESULTS / f"{name}.md")
+    written = write_result(name, out, plugins=[("distiller", n) for n in distillers.split(",") if n])
+    write_markdown(out, RESULTS / f"{name}.md", json.loads(written.read_text())["provenance"])
     write_plot(out, RESULTS / f"{name}.png")
 
 

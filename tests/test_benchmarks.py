@@ -99,8 +99,8 @@ def test_results_files_name_their_commit_and_date(common):
         assert prov["date"][:2] == "20" and "T" in prov["date"], path
     others = [p for p in (BENCH / "results").iterdir() if p.suffix != ".json"]
     for path in others:  # every other file is generated from a json that records its provenance
-        assert path.name == "README.md" or (path.suffix == ".md" and path.stem in stems), path
-        if path.name != "README.md":
+        assert path.name == "README.md" or (path.suffix in (".md", ".png") and path.stem in stems), path
+        if path.suffix == ".md" and path.name != "README.md":
             commit = json.loads((BENCH / "results" / f"{path.stem}.json").read_text())["provenance"]["commit"]
             assert commit[:10] in path.read_text(), path
     readme = (BENCH / "results" / "README.md").read_text()
@@ -175,7 +175,8 @@ def test_time_to_accuracy_smoke(monkeypatch, tmp_path):
     assert all(0.0 <= r["acc_mean"] <= 1.0 and len(r["accs"]) == 1 for r in curve)
     assert out["settings"]["eval"]["epochs"] == 1 and out["complete"] and out["provenance"]["commit"]
     assert run["precision_effective"] == "fp32" and run["compile"] is False
-    assert "| dm | fp32 | 2 |" in (tmp_path / "tta.md").read_text()
+    md = (tmp_path / "tta.md").read_text()
+    assert "| dm | fp32 | 2 |" in md and f"Measured on commit `{out['provenance']['commit'][:10]}`" in md
     assert (tmp_path / "tta.png").read_bytes()[:4] == b"\x89PNG"
     assert tta.first_reaching(curve, 2.0) is None
     assert tta.first_reaching(curve, 0.0) == {"iteration": 0, "time_s": 0.0}
