@@ -99,8 +99,8 @@ def test_results_files_name_their_commit_and_date(common):
         assert prov["date"][:2] == "20" and "T" in prov["date"], path
     others = [p for p in (BENCH / "results").iterdir() if p.suffix != ".json"]
     for path in others:  # every other file is generated from a json that records its provenance
-        assert path.name == "README.md" or (path.suffix == ".md" and path.stem in stems), path
-        if path.name != "README.md":
+        assert path.name == "README.md" or (path.suffix in (".md", ".png") and path.stem in stems), path
+        if path.suffix == ".md" and path.name != "README.md":
             commit = json.loads((BENCH / "results" / f"{path.stem}.json").read_text())["provenance"]["commit"]
             assert commit[:10] in path.read_text(), path
     readme = (BENCH / "results" / "README.md").read_text()
@@ -149,3 +149,34 @@ def test_provenance_records_the_measured_code(common):
     assert dm_file in prov["measures"] and "benchmarks/_common.py" in prov["measures"]
     assert prov["measures"][dm_file] == common.code_fingerprint(Path(common.ROOT / dm_file).read_text())
     assert len(prov["commit"]) == 40 and prov["date"].endswith("+00:00")
+
+
+def test_time_to_accuracy_smoke(monkeypatch, tmp_path):
+    """Two DM iterations on the embedded digits: snapshots at every iteration, each evaluated with
+    the same fixed evaluator, times measured from the distillation's start, all three files written."""
+    monkeypatch.syspath_prepend(str(BENCH))
+    spec = importlib.util.spec_from_file_location("bench_tta_under_test", BENCH / "bench_time_to_accuracy.py")
+    tta = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, tta)  # its @dataclass looks the module up
+    spec.loader.exec_module(tta)
+    monkeypatch.setattr(sys.modules["_common"], "RESULTS", tmp_path)
+    monkeypatch.setattr(tta, "RESULTS", tmp_path)
+    try:
+        tta.main(["--quick", "--dataset", "digits", "--distillers", "dm", "--paths", "fp32", "--iterations", "dm=2",
+                  "--every", "dm=1", "--eval-epochs", "1", "--threads", "1", "--name", "tta"])
+    finally:
+        sys.modules.pop("_common", None)
+    out = json.loads((tmp_path / "tta.json").read_text())
+    run = out["runs"]["dm/fp32"]
+    curve = run["curve"]
+    assert [r["iteration"] for r in curve] == [0, 1, 2]
+    assert curve[0]["time_s"] == 0.0 and 0 < curve[1]["time_s"] <= curve[2]["time_s"]
+    assert curve[2]["time_s"] == pytest.approx(run["distill_s"], abs=1e-3)
+    assert all(0.0 <= r["acc_mean"] <= 1.0 and len(r["accs"]) == 1 for r in curve)
+    assert out["settings"]["eval"]["epochs"] == 1 and out["complete"] and out["provenance"]["commit"]
+    assert run["precision_effective"] == "fp32" and run["compile"] is False
+    md = (tmp_path / "tta.md").read_text()
+    assert "| dm | fp32 | 2 |" in md and f"Measured on commit `{out['provenance']['commit'][:10]}`" in md
+    assert (tmp_path / "tta.png").read_bytes()[:4] == b"\x89PNG"
+    assert tta.first_reaching(curve, 2.0) is None
+    assert tta.first_reaching(curve, 0.0) == {"iteration": 0, "time_s": 0.0}
