@@ -26,17 +26,9 @@ def _threads():
 
 
 @pytest.fixture
-def host():
-    """A fresh plugin host with only the built-ins, installed as the process host."""
-    from pd_plugins import plugins
-
-    old = plugins._host
-    h = plugins.Host(load_entrypoints=False)
-    plugins.set_host(h)
-    try:
-        yield h
-    finally:
-        plugins.set_host(old)
+def host(pd_host):
+    """A fresh plugin host with only the built-ins, installed as the process host (the kit's ``pd_host``)."""
+    return pd_host
 
 
 @pytest.fixture(scope="session")
