@@ -35,6 +35,7 @@ class Stage:
     """One step of the pipeline and its artifact in the run directory."""
 
     name: ClassVar[str]
+    result_type: ClassVar[Any] = None  # a result class with ``load(path)`` (PruneResult, DistillResult)
 
     def __init__(self, run: "Run"):
         self.run = run
@@ -61,7 +62,8 @@ class Stage:
         raise NotImplementedError
 
     def load(self) -> Any:
-        raise NotImplementedError
+        """The finished artifact, read back through the stage's result type."""
+        return self.result_type.load(self.path)
 
     def hook_result(self, result) -> Any:
         """What the ``on_stage_end`` hook receives."""
@@ -84,6 +86,7 @@ class PruneStage(Stage):
     """Kept positions in the train split: the pruner's, a ``--subset`` file's, or all of them."""
 
     name = "prune"
+    result_type = PruneResult
 
     def key(self, data_fp: str) -> dict:
         run, cfg = self.run, self.run.cfg
@@ -124,14 +127,12 @@ class PruneStage(Stage):
         write_prune_report(self.run.out, self.run.data().train, result)
         return result
 
-    def load(self) -> PruneResult:
-        return PruneResult.load(self.path)
-
 
 class DistillStage(Stage):
     """The synthetic set, distilled from the pruned set (``pool``) or from all data seeded by it (``init*``)."""
 
     name = "distill"
+    result_type = DistillResult
 
     def key(self, data_fp: str) -> dict:
         run, cfg, r = self.run, self.run.cfg, self.run.resolved
@@ -205,9 +206,6 @@ class DistillStage(Stage):
         save_image_grid(unit_images(images, self.run.data().train, result.zca), self.run.out / "synthetic.png",
                         nrow=max(1, ipc) if images.shape[0] > ipc else 10)
         return result
-
-    def load(self) -> DistillResult:
-        return DistillResult.load(self.path)
 
 
 class EvalStage(Stage):

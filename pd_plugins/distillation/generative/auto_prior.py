@@ -39,28 +39,31 @@ def _ready(path: Path) -> bool:
 
 def ensure_auto_prior(data: ImageDataset, ctx, settings: dict, *, who: str = "ld3m") -> tuple[Path, bool]:
     """The cached prior for ``data`` (trained now when missing); returns (folder, trained_now)."""
-    from pd_plugins.io import atomic_write_json
     from pd_plugins.locks import cache_fill
 
     path = prior_dir(data, ctx, settings)
-    if _ready(path):
-        print(f"{who} weights=auto: reusing the ldm prior cached at {path}", file=sys.stderr)
-        return path, False
     path.parent.mkdir(parents=True, exist_ok=True)
-    with cache_fill(path, "ldm prior"):
-        if _ready(path):  # another process trained it while we waited
-            print(f"{who} weights=auto: reusing the ldm prior cached at {path}", file=sys.stderr)
-            return path, False
-        from pd_plugins.distillation.generative.ldm_train import train_ldm
+    if not _ready(path):
+        with cache_fill(path, "ldm prior"):
+            if not _ready(path):  # else another process trained it while we waited
+                _train_into(path, data, ctx, settings, who)
+                return path, True
+    print(f"{who} weights=auto: reusing the ldm prior cached at {path}", file=sys.stderr)
+    return path, False
 
-        print(f"{who} weights=auto: training the small ldm prior on the pool ({len(data)} images, "
-              f"{settings}) once; cached at {path}", file=sys.stderr)
-        tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-        shutil.rmtree(tmp, ignore_errors=True)
-        prior_ctx = dataclasses.replace(ctx, stage="prior-ldm", on_log=None, on_rewind=None)
-        train_ldm(data, prior_ctx, tmp, **settings)
-        atomic_write_json(tmp / "key.json", prior_key(data, ctx, settings))
-        if path.exists():  # a folder without prior.json: never finished
-            shutil.rmtree(path)
-        os.replace(tmp, path)
-    return path, True
+
+def _train_into(path: Path, data: ImageDataset, ctx, settings: dict, who: str) -> None:
+    """Train the prior into a temporary folder beside ``path``, then rename it into place."""
+    from pd_plugins.io import atomic_write_json
+    from pd_plugins.distillation.generative.ldm_train import train_ldm
+
+    print(f"{who} weights=auto: training the small ldm prior on the pool ({len(data)} images, "
+          f"{settings}) once; cached at {path}", file=sys.stderr)
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    prior_ctx = dataclasses.replace(ctx, stage="prior-ldm", on_log=None, on_rewind=None)
+    train_ldm(data, prior_ctx, tmp, **settings)
+    atomic_write_json(tmp / "key.json", prior_key(data, ctx, settings))
+    if path.exists():  # a folder without prior.json: never finished
+        shutil.rmtree(path)
+    os.replace(tmp, path)
