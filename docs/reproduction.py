@@ -323,6 +323,10 @@ def compare(base: list[float], var: list[float], expect) -> dict:
     delta = mv - mb
     if isinstance(expect, dict) and "within" in expect:
         verdict = "holds" if abs(delta) <= float(expect["within"]) else "does not hold"
+    elif isinstance(expect, dict) and "margin" in expect:  # variant beats baseline by at least the margin
+        short = f"misses the {100 * float(expect['margin']):g} pp margin"
+        verdict = (("holds (p < 0.05)" if p is not None and p < 0.05 else "holds, not significant")
+                   if delta >= float(expect["margin"]) else short + (" (reversed)" if delta < 0 else ""))
     elif delta > 0:
         verdict = "holds (p < 0.05)" if p is not None and p < 0.05 else "same direction, not significant"
     else:
@@ -587,8 +591,10 @@ def where_line(items: list[dict]) -> str:
     if not ran:
         line += "not run." if not broken else ""
     else:
-        within = isinstance(c.get("expect"), dict)
-        line += (f"{'within the tolerance' if within else 'in the claimed direction'} on {len(good)} of {len(ran)} "
+        expect = c.get("expect")
+        how = ("in the claimed direction" if not isinstance(expect, dict) else "within the tolerance"
+               if "within" in expect else f"by at least {100 * float(expect['margin']):g} pp")
+        line += (f"{how} on {len(good)} of {len(ran)} "
                  "datasets"
                  + (f" ({', '.join(good)})" if good else "")
                  + (f", significant on {', '.join(sig)}" if sig else "")

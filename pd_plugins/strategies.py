@@ -1,9 +1,12 @@
 """Base classes of the strategies plugins provide.
 
 A strategy is a class with a kebab-case ``name``, an ``Options`` dataclass (paper defaults)
-and optional ``budgets``: named, scaled-down option overrides (e.g. ``"quick"`` for the
-embedded digits set). The host resolves options as paper defaults < budget < user values
-and records the result in the run's ``config.json``.
+and optional ``budgets``: named, scaled-down option overrides. The host knows the budgets in
+:data:`BUDGETS`: ``paper`` (the defaults), ``quick`` (smoke-sized, about a minute on the embedded
+digits set) and ``cpu`` (tuned for accuracy per CPU-minute, at most about 15 minutes per run on 2
+cores), which starts from ``quick``'s overrides and adds its own (:data:`BUDGET_BASE`). The host
+resolves options as paper defaults < budget < user values and records the result in the run's
+``config.json``.
 """
 from __future__ import annotations
 
@@ -15,6 +18,19 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from pd_plugins.pipeline.context import RunContext
     from pd_plugins.types import DistillResult, ImageDataset, PruneResult
+
+
+#: The budgets a run may name (``--budget``), besides ``auto``.
+BUDGETS = ("paper", "quick", "cpu")
+#: A budget that starts from another's overrides before adding its own.
+BUDGET_BASE = {"cpu": "quick"}
+
+
+def budget_chain(budget: Optional[str]) -> list[str]:
+    """The budgets whose overrides ``budget`` applies, base first (``cpu`` -> ``["quick", "cpu"]``)."""
+    if not budget or budget == "paper":
+        return []
+    return budget_chain(BUDGET_BASE.get(budget)) + [budget]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,9 +53,21 @@ class Strategy:
         """Paper defaults, then the budget's overrides, then ``values`` (user wins)."""
         from pd_plugins.options import coerce
 
-        merged = dict(cls.budgets.get(budget or "", {}))
+        merged = cls.budget_overrides(budget)
         merged.update({k.replace("-", "_"): v for k, v in (values or {}).items()})
         return coerce(cls.Options, merged, what=f"{cls.kind()} {cls.name!r}")
+
+    @classmethod
+    def budget_overrides(cls, budget: Optional[str]) -> dict[str, Any]:
+        """The option overrides ``budget`` applies: its base budget's, then its own (``cpu``: quick + cpu)."""
+        if budget and budget not in BUDGETS:
+            from pd_plugins.errors import OptionsError
+
+            raise OptionsError(f"unknown budget {budget!r}; use one of {', '.join(BUDGETS)}")
+        merged: dict[str, Any] = {}
+        for name in budget_chain(budget):
+            merged.update(cls.budgets.get(name, {}))
+        return merged
 
     @classmethod
     def kind(cls) -> str:

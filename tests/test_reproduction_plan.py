@@ -190,3 +190,14 @@ def test_report_only_regenerates_from_runs_jsonl_and_names_each_commit(repro, tm
     jsonl.write_text(json.dumps({k: v for k, v in recs[0].items() if k != "commit"}) + "\n")
     with pytest.raises(SystemExit, match="without commit"):
         repro.main(["--plan", str(plan_path), "--report-only", "--runs", str(tmp_path / "absent"), "--out", str(out_md)])
+
+
+def test_margin_claims_need_the_whole_margin(repro):
+    """expect {margin: m}: the variant must beat the baseline by at least m, else the verdict names the miss."""
+    base = [0.50, 0.52, 0.51]
+    over = repro.compare(base, [x + 0.03 for x in base], {"margin": 0.02})
+    short = repro.compare(base, [x + 0.01 for x in base], {"margin": 0.02})
+    worse = repro.compare(base, [x - 0.01 for x in base], {"margin": 0.02})
+    assert over["verdict"].startswith("holds") and repro._holds(over)
+    assert short["verdict"] == "misses the 2 pp margin" and not repro._holds(short)
+    assert worse["verdict"] == "misses the 2 pp margin (reversed)" and not repro._holds(worse)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from pd_plugins.strategies import BUDGETS
 from pd_plugins.cli.flags import driver_output, executor_flags, make_executor_from, print_summary, show_traceback
 from pd_plugins.errors import DataError
 from pd_plugins.paths import PathParam
@@ -34,7 +35,7 @@ VARIANT_FLAGS = ("evaluator", "evaluator_option", "eval_repeats")  # with RUN_DI
 @click.option("-E", "--evaluator-option", "evaluator_option", multiple=True, metavar="KEY=VALUE",
               help="evaluator option; with RUN_DIR: re-evaluate with it, beside the run's own eval.json.")
 @click.option("--eval-repeats", type=int, default=None, help="fresh networks trained (with RUN_DIR: a re-evaluation).")
-@click.option("--budget", type=click.Choice(["auto", "paper", "quick"]), default="auto", show_default=True)
+@click.option("--budget", type=click.Choice(["auto", *BUDGETS]), default="auto", show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:i].")
 @click.option("--out", default=None, type=PathParam("output_dir", "output directory"),

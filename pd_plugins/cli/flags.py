@@ -8,6 +8,7 @@ from typing import Any, Optional
 
 import click
 
+from pd_plugins.strategies import BUDGETS
 from pd_plugins.config import load_config_file
 from pd_plugins.paths import PathParam
 
@@ -48,7 +49,7 @@ RUN_FLAGS = [
     click.option("-E", "--evaluator-option", "evaluator_option", multiple=True, metavar="KEY=VALUE",
                  help="evaluator option."),
     click.option("--eval-repeats", type=int, default=None, help="fresh networks trained per evaluation."),
-    click.option("--budget", type=click.Choice(["auto", "paper", "quick"]), default="auto", show_default=True,
+    click.option("--budget", type=click.Choice(["auto", *BUDGETS]), default="auto", show_default=True,
                  help="paper settings, or scaled-down 'quick' ones (auto: quick on digits only)."),
     click.option("--precision", type=click.Choice(["fp32", "bf16"]), default="fp32", show_default=True),
     click.option("--compile/--no-compile", "compile_", default=False, help="torch.compile where it pays."),

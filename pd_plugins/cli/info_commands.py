@@ -6,6 +6,7 @@ import json
 import click
 
 from pd_plugins.errors import OptionsError
+from pd_plugins.strategies import BUDGET_BASE, BUDGETS
 
 KIND_ALIASES = {
     "pruners": "pruner", "distillers": "distiller", "datasets": "dataset", "models": "model",
@@ -59,6 +60,8 @@ def show_cmd(kind, name, as_json):
     rows = describe(entry.options_class())
     obj = entry.load()
     budgets = getattr(obj, "budgets", {}) or {}
+    if hasattr(obj, "budget_overrides"):  # the effective overrides (cpu starts from quick's)
+        budgets = {b: obj.budget_overrides(b) for b in BUDGETS if b != "paper"}
     if as_json:
         click.echo(json.dumps({**entry.to_json(), "doc": entry.doc(), "options": rows, "budgets": budgets},
                               indent=2, default=str))
@@ -74,7 +77,8 @@ def show_cmd(kind, name, as_json):
     for r in rows:
         click.echo(f"  {r['name']:<16} {r['type']:<14} default={r['default']!r}  {r['help']}")
     for bname, overrides in budgets.items():
-        click.echo(f"\nbudget '{bname}' overrides: {json.dumps(overrides)}")
+        own = "" if bname not in BUDGET_BASE else f" ({BUDGET_BASE[bname]}'s, then its own)"
+        click.echo(f"\nbudget '{bname}' overrides{own}: {json.dumps(overrides)}")
 
 
 @click.command("plugins")

@@ -130,13 +130,14 @@ def _resolve_keep(cfg: RunConfig, pruner_cls, pruner_opts, recommended: Optional
 def resolve_run(cfg: RunConfig, host) -> ResolvedRun:
     """Check every name and option of ``cfg`` against ``host``'s registries; no work, no files written."""
     from pd_plugins.options import as_dict, coerce
+    from pd_plugins.strategies import BUDGETS
     from pd_plugins.training.accel import resolve_precision
 
     regs = host.registries()
     ds_entry = regs["dataset"].get(cfg.dataset)
     budget = ds_entry.meta.get("default_budget", "paper") if cfg.budget == "auto" else cfg.budget
-    if budget not in ("paper", "quick"):
-        raise OptionsError(f"unknown budget {cfg.budget!r}; use auto, paper or quick")
+    if budget not in BUDGETS:
+        raise OptionsError(f"unknown budget {cfg.budget!r}; use auto, {', '.join(BUDGETS)}")
     _check_scalars(cfg)
 
     def entry_options(kind: str, name: str, values: dict) -> dict:

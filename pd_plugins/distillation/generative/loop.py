@@ -20,6 +20,7 @@ from pd_plugins.distillation.generative.objective import resolve_objective_optio
 from pd_plugins.pipeline.context import RunContext
 from pd_plugins.distillation.objectives import Objective, SyntheticOptimiser
 from pd_plugins.options import option
+from pd_plugins.strategies import budget_chain
 from pd_plugins.types import ImageDataset
 from pd_plugins.distillation.generative.base import Generator
 
@@ -165,9 +166,11 @@ class GenerativeDistiller:
             key = str(moved[0]).replace("-", "_")
             raise OptionsError(f"{key!r} is an objective option of {cls.name}: pass -D objective_options.{key}=VALUE")
         opts = super().resolve_options(values, budget)
-        layers = cls.objective_budgets.get(budget or "", {})
+        layer: dict = {}
+        for name in budget_chain(budget):  # cpu: quick's objective settings, then cpu's
+            layer.update(cls.objective_budgets.get(name, {}).get(opts.objective, {}))
         resolved = resolve_objective_options(cls.name, opts.objective, opts.objective_options,
-                                             cls.objective_defaults.get(opts.objective), layers.get(opts.objective))
+                                             cls.objective_defaults.get(opts.objective), layer or None)
         opts = dataclasses.replace(opts, objective_options=resolved)
         cls(opts).objective()  # options the objective cannot honour fail here, before any work
         return opts
