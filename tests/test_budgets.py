@@ -51,3 +51,23 @@ def test_every_builtin_budget_name_is_known():
         for entry in registries()[kind].entries():
             cls = entry.load()
             assert set(getattr(cls, "budgets", {})) <= set(BUDGETS), (kind, entry.name)
+
+
+def test_cli_budget_cpu_reaches_the_resolved_config(host):
+    """``--budget cpu`` is accepted, recorded, and its layered values reach the distiller's options."""
+    import json
+
+    from click.testing import CliRunner
+
+    from pd_plugins.cli import cli
+    from pd_plugins.distillation.mtt import MTT
+
+    res = CliRunner().invoke(cli, ["config", "--budget", "cpu", "--distiller", "mtt", "-D", "iterations=3"])
+    assert res.exit_code == 0, res.output
+    resolved = json.loads(res.output)["resolved"]
+    opts = resolved["distiller_options"]
+    assert resolved["budget"] == "cpu" and opts["iterations"] == 3  # the user wins over the budget
+    assert opts["experts"] == MTT.budgets["cpu"]["experts"] != MTT.budgets["quick"]["experts"]
+    assert opts["expert_epochs"] == MTT.budgets["quick"]["expert_epochs"]  # inherited from quick
+    bad = CliRunner().invoke(cli, ["config", "--budget", "fast"])
+    assert bad.exit_code != 0 and "fast" in bad.output

@@ -50,7 +50,8 @@ RUN_FLAGS = [
                  help="evaluator option."),
     click.option("--eval-repeats", type=int, default=None, help="fresh networks trained per evaluation."),
     click.option("--budget", type=click.Choice(["auto", *BUDGETS]), default="auto", show_default=True,
-                 help="paper settings, or scaled-down 'quick' ones (auto: quick on digits only)."),
+                 help="paper settings, scaled-down 'quick' ones, or 'cpu' (tuned for accuracy per CPU-minute); "
+                      "auto: quick on digits only."),
     click.option("--precision", type=click.Choice(["fp32", "bf16"]), default="fp32", show_default=True),
     click.option("--compile/--no-compile", "compile_", default=False, help="torch.compile where it pays."),
     click.option("--checkpoint-every", type=int, default=50, show_default=True, help="distiller checkpoint interval."),
