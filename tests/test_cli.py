@@ -60,7 +60,8 @@ def test_show_distiller_options_table(host):
     from pd_plugins.distillation.dm import DM
 
     assert opts["iterations"]["default"] == DM.Options().iterations
-    assert js["budgets"] == DM.budgets
+    assert js["budgets"]["quick"] == DM.budgets["quick"]  # the effective overrides of every named budget
+    assert js["budgets"]["cpu"] == {**DM.budgets["quick"], **DM.budgets.get("cpu", {})}
 
 
 def test_plugins_all_is_json(host):
