@@ -8,10 +8,10 @@ from pathlib import Path
 
 import click
 
-from pd_plugins.strategies import BUDGETS
 from pd_plugins.cli.flags import driver_output, executor_flags, make_executor_from, print_summary, show_traceback
 from pd_plugins.errors import DataError
 from pd_plugins.paths import PathParam
+from pd_plugins.strategies import BUDGETS
 
 IMPORT_FLAGS = ("images", "dataset", "data_root", "dataset_option", "model", "model_option", "evaluator",
                 "evaluator_option", "eval_repeats", "budget", "seed", "device", "out")

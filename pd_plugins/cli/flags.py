@@ -8,9 +8,9 @@ from typing import Any, Optional
 
 import click
 
-from pd_plugins.strategies import BUDGETS
 from pd_plugins.config import load_config_file
 from pd_plugins.paths import PathParam
+from pd_plugins.strategies import BUDGETS
 
 __all__ = ["RUN_FLAGS", "EXECUTOR_FLAGS", "FIELD_OF", "MULTI_OF", "run_flags", "executor_flags", "driver_output",
            "make_executor_from", "build_config", "print_summary", "show_traceback", "execute_stages"]
