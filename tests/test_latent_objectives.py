@@ -150,6 +150,8 @@ def test_mtt_objective_with_dsa_through_a_generator(tmp_path):
     assert calls.count("apply") >= opts.iterations * small["syn_steps"]
     assert not torch.allclose(res.latents["f"], start["f"])
     assert res.lr is not None and res.lr != 0.01  # the learned lr moved under GLaD's lr_lr
+    # the objective's setup record (its expert batch and cache) reaches the latent result's meta
+    assert 1 <= res.meta["expert_batch"] <= small["expert_batch"] and res.meta["experts_trained"] == 0
 
 
 def test_decoder_prior_geometry_is_checked_before_the_run(tmp_path):

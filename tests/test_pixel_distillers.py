@@ -225,3 +225,35 @@ def test_mtt_real_init_beats_noise_init_on_digits(host, digits_splits, tmp_path)
     real = _digits_quick_acc(host, digits_splits, tmp_path, "mtt", 10)
     noise = _digits_quick_acc(host, digits_splits, tmp_path, "mtt", 10, init="noise")
     assert real > noise
+
+
+@pytest.mark.parametrize("pool_size,syn_steps,expert_epochs", [(143, 10, 2), (143, 20, 2), (40, 8, 1), (7, 30, 3),
+                                                                (3000, 20, 2), (50000, 20, 3)])
+def test_expert_batch_fit_keeps_syn_steps_expert_steps_in_a_segment(pool_size, syn_steps, expert_epochs):
+    import math
+
+    from pd_plugins.distillation.experts import ExpertRecipe
+    from pd_plugins.distillation.mtt import fit_expert_batch
+
+    recipe = ExpertRecipe(epochs=4, batch=256)
+    fitted = fit_expert_batch(recipe, pool_size, syn_steps, expert_epochs)
+    segment_steps = expert_epochs * math.ceil(pool_size / fitted.batch)
+    assert 1 <= fitted.batch <= recipe.batch
+    assert segment_steps >= syn_steps or fitted.batch == 1  # a pool too small for syn_steps: one image a step
+    if expert_epochs * math.ceil(pool_size / recipe.batch) >= syn_steps:  # MTT's data: the paper's batch stands
+        assert fitted.batch == recipe.batch
+    assert (fitted.epochs, fitted.lr, fitted.augment) == (recipe.epochs, recipe.lr, recipe.augment)
+
+
+def test_mtt_fitted_expert_batch_is_recorded_and_keeps_the_learned_lr_up(host, tiny, tmp_path):
+    """On a 40-image pool, batch 256 is one expert step an epoch against 8 student steps: matching
+    that segment drives the learned lr down; the fitted batch gives the segment 8 steps."""
+    import math
+
+    kw = dict(syn_steps=8, expert_epochs=1, expert_batch=256, iterations=6, lr_lr=1e-7, lr_img=1.0)
+    fitted = _mtt(host, **kw).distill(tiny, 1, _ctx(tmp_path))
+    plain = _mtt(host, fit_expert_batch=False, **kw).distill(tiny, 1, _ctx(tmp_path))
+    assert plain.meta["expert_batch"] == 256
+    assert fitted.meta["expert_batch"] < 256 and math.ceil(len(tiny) / fitted.meta["expert_batch"]) >= 8
+    assert fitted.meta["experts_dir"] != plain.meta["experts_dir"]  # the batch is part of the expert cache key
+    assert plain.lr < 0.01 and fitted.lr > 2 * plain.lr  # measured: about 0.0099 against 0.0016

@@ -35,4 +35,5 @@ def register_commands(cli):
                 data = pruned.apply(train) if run.cfg.mode == "pool" else train
                 directory, trained = run.distiller.experts(data, run.context("experts"))
         print_summary({"experts_dir": str(directory), "experts": run.distiller.options.experts,
-                       "trained_now": trained, "pool_size": len(data)}, params.get("as_json", False))
+                       "trained_now": trained, "pool_size": len(data),
+                       "expert_batch": run.distiller.recipe(len(data)).batch}, params.get("as_json", False))

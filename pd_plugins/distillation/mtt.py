@@ -11,8 +11,8 @@ constant-memory gradient with ``memory=constant``). The loss
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
+from dataclasses import dataclass, replace
+from typing import Literal, Optional
 
 import torch
 
@@ -25,13 +25,26 @@ from pd_plugins.options import as_dict, option
 from pd_plugins.strategies import Distiller
 
 
+def fit_expert_batch(recipe: ExpertRecipe, pool_size: int, syn_steps: int, expert_epochs: int) -> ExpertRecipe:
+    """``recipe`` with its batch capped at ``pool_size * expert_epochs // syn_steps`` (at least 1).
+
+    MTT's learned lr makes ``syn_steps`` student steps cover the expert's ``expert_epochs``-epoch
+    segment. On MTT's data that segment is hundreds of SGD steps (CIFAR-10, batch 256: 196 a
+    epoch); on a small pool (a 10 % window of a small set) batch 256 is one step an epoch, the
+    segment is shorter than the student's unroll and the learned lr collapses to a fraction of
+    ``lr_teacher``. The cap keeps at least ``syn_steps`` expert steps in every matched segment.
+    """
+    cap = max(1, pool_size * expert_epochs // syn_steps)
+    return replace(recipe, batch=cap) if recipe.batch > cap else recipe
+
+
 class TrajectoryObjective(Objective):
     """MTT's normalised parameter-matching loss with a learned student lr (and optional soft labels)."""
 
     def __init__(self, *, recipe: ExpertRecipe, experts: int = 100, syn_steps: int = 20, expert_epochs: int = 3,
                  max_start_epoch: int = 25, batch_syn: int = 0, lr_teacher: float = 0.01, lr_lr: float = 1e-5,
                  augment: bool = True, soft_labels: bool = False, lr_labels: float = 2.0, memory: str = "unrolled",
-                 zca=None):
+                 zca=None, fit_batch: bool = True):
         if memory not in ("unrolled", "constant"):
             raise OptionsError(f"unknown MTT memory mode {memory!r}; use unrolled or constant")
         if max_start_epoch + expert_epochs > recipe.epochs:
@@ -41,12 +54,14 @@ class TrajectoryObjective(Objective):
         self.expert_epochs, self.max_start_epoch, self.batch_syn = expert_epochs, max_start_epoch, batch_syn
         self.lr_teacher, self.lr_lr, self.augment = lr_teacher, lr_lr, augment
         self.soft_labels, self.lr_labels = soft_labels, lr_labels
-        self.memory = memory
+        self.memory, self.fit_batch = memory, fit_batch
         self.zca = zca  # the transform ``data`` was whitened with (expert cache identity)
         self._cache: dict[int, torch.Tensor] = {}
         self.trained_experts = 0
 
     def setup(self, data, ipc, labels, ctx):
+        if self.fit_batch:
+            self.recipe = fit_expert_batch(self.recipe, len(data), self.syn_steps, self.expert_epochs)
         self.directory, self.trained_experts = ensure_experts(data, ctx, self.recipe, self.n_experts, self.zca)
         self.setup_student(data, labels, ctx)
 
@@ -63,6 +78,10 @@ class TrajectoryObjective(Objective):
         self.syn_lr = torch.tensor(float(self.lr_teacher), device=device, requires_grad=True)
         onehot = torch.nn.functional.one_hot(labels, data.num_classes).float().to(device)
         self.targets = onehot.requires_grad_(True) if self.soft_labels else labels.to(device)
+
+    def describe(self):
+        return {"experts_dir": str(self.directory), "experts_trained": self.trained_experts,
+                "expert_batch": self.recipe.batch}
 
     def extra_parameters(self):
         groups = [{"params": [self.syn_lr], "lr": self.lr_lr, "momentum": 0.5}]
@@ -217,6 +236,9 @@ class MTT(Distiller):
         experts: int = option(100, "number of expert trajectories (trained and cached when missing)")
         train_epochs: int = option(50, "epochs each expert is trained (>= max_start_epoch + expert_epochs)")
         expert_batch: int = option(256, "expert training batch size")
+        fit_expert_batch: bool = option(True, "cap expert_batch at pool_size * expert_epochs // syn_steps, so that a "
+                                              "matched expert segment holds at least syn_steps SGD steps on a small "
+                                              "pool (no effect on MTT's datasets); the batch used is recorded")
         augment: bool = option(True, "independent DSA in student steps and expert training")
         init: Literal["real", "noise"] = option("real", "initial images: real samples of the pruned pool, or noise")
         soft_labels: bool = option(False, "learn soft labels, initialised from one-hot (pd_plugins extension)")
@@ -247,9 +269,13 @@ class MTT(Distiller):
                "cpu": {"iterations": 500, "syn_steps": 20, "max_start_epoch": 2, "train_epochs": 4, "experts": 8,
                        "lr_img": 100.0, "lr_lr": 1e-7}}
 
-    def recipe(self) -> ExpertRecipe:
+    def recipe(self, pool_size: Optional[int] = None) -> ExpertRecipe:
+        """The expert recipe; with ``pool_size``, the batch it trains with on a pool of that size."""
         o = self.options
-        return ExpertRecipe(epochs=o.train_epochs, lr=o.lr_teacher, batch=o.expert_batch, augment=o.augment)
+        recipe = ExpertRecipe(epochs=o.train_epochs, lr=o.lr_teacher, batch=o.expert_batch, augment=o.augment)
+        if pool_size is not None and o.fit_expert_batch:
+            recipe = fit_expert_batch(recipe, pool_size, o.syn_steps, o.expert_epochs)
+        return recipe
 
     def objective(self, zca=None) -> TrajectoryObjective:
         o = self.options
@@ -263,7 +289,7 @@ class MTT(Distiller):
                                    expert_epochs=o.expert_epochs, max_start_epoch=o.max_start_epoch,
                                    batch_syn=o.batch_syn, lr_teacher=o.lr_teacher, lr_lr=o.lr_lr,
                                    augment=o.augment, soft_labels=o.soft_labels, lr_labels=o.lr_labels,
-                                   memory=o.memory, zca=zca)
+                                   memory=o.memory, zca=zca, fit_batch=o.fit_expert_batch)
 
     def fit_zca(self, data):
         """The ZCA transform fitted on ``data`` (the pool) when ``zca`` is on, else None."""
@@ -274,7 +300,7 @@ class MTT(Distiller):
     def experts(self, data, ctx):
         """Train (or reuse) this configuration's expert trajectories on ``data`` (whitened when ``zca``)."""
         zca = self.fit_zca(data)
-        return ensure_experts(zca.apply(data) if zca else data, ctx, self.recipe(), self.options.experts, zca)
+        return ensure_experts(zca.apply(data) if zca else data, ctx, self.recipe(len(data)), self.options.experts, zca)
 
     def distill(self, data, ipc, ctx, init_pool=None):
         o = self.options
@@ -288,8 +314,6 @@ class MTT(Distiller):
         result = distill_pixels(objective, data, init_pool, ipc, ctx,
                                 name=self.name, iterations=o.iterations, lr_img=o.lr_img, momentum=o.momentum,
                                 init=o.init, log_every=o.log_every, options=as_dict(o))
-        result.meta = {**result.meta, "experts_dir": str(objective.directory),
-                       "experts_trained": objective.trained_experts}
         if zca is not None:
             result.zca = zca.state()
             result.meta["zca"] = {"eps": zca.eps, "fitted_on": zca.fitted_on, "space": "synthetic images are ZCA-whitened"}

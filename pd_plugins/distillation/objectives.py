@@ -46,6 +46,10 @@ class Objective:
     def learned_lr(self) -> Optional[float]:
         return None
 
+    def describe(self) -> dict:
+        """What the objective settled on during setup (recorded in ``DistillResult.meta``)."""
+        return {}
+
     def learned_labels(self) -> Optional[torch.Tensor]:
         """Learned (soft) labels replacing the fixed hard ones in the result, if any."""
         return None
@@ -148,4 +152,4 @@ def distill_pixels(objective: Objective, data: ImageDataset, init_pool: ImageDat
     learned = objective.learned_labels()
     return DistillResult(images=images.detach().cpu(), labels=learned if learned is not None else labels, ipc=ipc,
                          distiller=name, options=options, lr=objective.learned_lr(), history=history,
-                         source=data.fingerprint())
+                         source=data.fingerprint(), meta=objective.describe())

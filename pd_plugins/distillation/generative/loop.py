@@ -104,7 +104,7 @@ def distill_latents(objective: Objective, gen: Generator, data: ImageDataset, in
     learned = objective.learned_labels()  # e.g. MTT soft labels
     return DistillResult(images=images.detach().cpu(), labels=learned if learned is not None else labels, ipc=ipc, distiller=name, options=options,
                          lr=objective.learned_lr(), latents={k: v.detach().cpu() for k, v in latents.items()},
-                         generator=generator, history=history, source=data.fingerprint())
+                         generator=generator, history=history, source=data.fingerprint(), meta=objective.describe())
 
 
 def pixel_objective(name: str, values: Optional[dict] = None) -> Objective:
