@@ -18,6 +18,14 @@ ROOT = RESULTS.parents[1]
 CODE_GLOBS = ("pd_plugins/**/*.py", "benchmarks/*.py")  # where measured code can live (after moves too)
 REGENERATE = "python benchmarks/run_all.py --only {name}"
 
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+from pd_plugins.training.allocator import keep_freed_memory  # noqa: E402
+
+# every benchmark process measures what pd-run runs with: freed memory kept in the process
+# (PD_PLUGINS_MALLOC=system measures glibc's defaults); recorded in each result's provenance
+MALLOC = keep_freed_memory()
+
 
 def pick_device(requested: str) -> str:
     import torch
@@ -130,6 +138,7 @@ def provenance(entry_modules=(), plugins=()) -> dict:
             "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "dirty": bool(_git("status", "--porcelain", "--", *rel)),
             "command": " ".join(["python", _relative(sys.argv[0]), *sys.argv[1:]]),
+            "malloc": MALLOC["malloc"],
             "measures": {r: code_fingerprint(f.read_text()) for r, f in zip(rel, files)}}
 
 

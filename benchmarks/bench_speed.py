@@ -85,7 +85,9 @@ def worker(method: str, mode: str, data_path: str, quick: bool, syn_steps: int =
     from pd_plugins.distillation.objectives import SyntheticOptimiser, run_iteration
     from pd_plugins.plugins import get_host
     from pd_plugins.distillation.synthetic import class_major_labels, initial_images
+    from pd_plugins.training.allocator import keep_freed_memory
 
+    malloc = keep_freed_memory()  # as pd-run does (PD_PLUGINS_MALLOC=system: glibc's defaults), floor included
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "2")))
     precision, compile_ = MODES[mode]
     data = npz(data_path, name="mnist").train
@@ -94,7 +96,7 @@ def worker(method: str, mode: str, data_path: str, quick: bool, syn_steps: int =
     floor = _fwd_bwd(RunContext(**base), data, 256)
     ctx = RunContext(**base, precision=precision, compile=compile_)
     reps = 1 if quick else 3
-    out = {"method": method, "mode": mode, "floor_s": floor, "threads": torch.get_num_threads(), "timed_iterations": reps}
+    out = {"method": method, "mode": mode, "malloc": malloc["malloc"], "floor_s": floor, "threads": torch.get_num_threads(), "timed_iterations": reps}
     regs = get_host().registries()
 
     if method == "experts":

@@ -47,7 +47,10 @@ class Resources:
 
 
 def call_task(fn: Callable, threads: Optional[int], shared: tuple, args: tuple) -> Any:
-    """What a worker runs: set torch's thread count, then ``fn(*shared, *args)``."""
+    """What a worker runs: keep freed memory, set torch's thread count, then ``fn(*shared, *args)``."""
+    from pd_plugins.training.allocator import keep_freed_memory
+
+    keep_freed_memory()
     if threads:
         import torch
 

@@ -17,6 +17,9 @@ SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 @pytest.fixture(scope="session", autouse=True)
 def _threads():
+    from pd_plugins.training.allocator import keep_freed_memory
+
+    keep_freed_memory()  # as pd-run: large tensors reuse mapped pages (the suite runs faster)
     import torch
 
     # one thread by default: on a shared, oversubscribed CPU two spinning OpenMP threads run

@@ -75,7 +75,12 @@ def cli():
         pd-run --pruner random --distiller dm
     Inspect what is installed:
         pd-run list            pd-run show pruner el2n-window
+
+    Freed memory stays in the process (fewer page faults; PD_PLUGINS_MALLOC=system turns it off).
     """
+    from pd_plugins.training.allocator import keep_freed_memory
+
+    keep_freed_memory()
 
 
 for _module in (run_commands, eval_commands, info_commands, sweep_commands):

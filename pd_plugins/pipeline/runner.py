@@ -19,6 +19,7 @@ from pd_plugins.pipeline.resolve import MODES, resolve_device, resolve_run  # no
 from pd_plugins.pipeline.run_dir import (  # noqa: F401  (ARTIFACTS, _logged_at_or_after, load_run_config: re-exported)
     ARTIFACTS, RunDirectory, _logged_at_or_after, default_out, load_run_config, package_versions)
 from pd_plugins.pipeline.stages import DistillStage, EvalStage, PruneStage, call_strategy
+from pd_plugins.training import allocator
 from pd_plugins.pipeline.summary import summarise
 
 STAGES = ("prune", "distill", "eval")
@@ -128,7 +129,8 @@ class Run:
     def prepare_dir(self, stages: tuple[str, ...]) -> None:
         """Create the run directory, or check that an existing one may be resumed."""
         self.dir.prepare(stages, self.config_json(),
-                         {"versions": package_versions(), "plugins": self.host.plugin_list(include_builtin=True)})
+                         {"versions": package_versions(), "malloc": allocator.current(),
+                          "plugins": self.host.plugin_list(include_builtin=True)})
 
     # -- whole run ---------------------------------------------------------------------------
     def execute(self, stages: tuple[str, ...] = STAGES) -> dict:
@@ -139,6 +141,7 @@ class Run:
         """
         import torch
 
+        allocator.keep_freed_memory()  # before the first large tensor: see pd_plugins.training.allocator
         devices = [torch.device(self.device).index or 0] if self.device.startswith("cuda") else []
         with self.lock(), torch.random.fork_rng(devices=devices):
             torch.manual_seed(self.cfg.seed)
