@@ -10,7 +10,9 @@ Every (method, mode) runs in its own subprocess, which first times the floor -- 
 forward+backward of the same ConvNet at batch 256 -- then one warm-up iteration (it pays the
 compile), then the timed iterations; the ratio is median / floor in that process (MTT: each iteration
 also over a fwd+bwd(100) timed just before it, median of those ratios), and peak RSS
-(ru_maxrss) is that process's. ``--quick`` times one iteration; DC/DSA ipc 10 then time one
+(ru_maxrss) is that process's. The process keeps freed memory as pd-run does
+(:mod:`pd_plugins.training.allocator`); it first times the floor once more with glibc's default malloc,
+the way the original code ran, and also reports each iteration over that floor. ``--quick`` times one iteration; DC/DSA ipc 10 then time one
 matching step and one inner training (50 epochs) and report 10 x matching + 9 x inner (the
 iteration's composition). MTT peak RSS at syn_steps 10 and 40 in both memory modes is measured
 in separate subprocesses (fp32 eager, one iteration each).
@@ -87,12 +89,15 @@ def worker(method: str, mode: str, data_path: str, quick: bool, syn_steps: int =
     from pd_plugins.distillation.synthetic import class_major_labels, initial_images
     from pd_plugins.training.allocator import keep_freed_memory
 
-    malloc = keep_freed_memory()  # as pd-run does (PD_PLUGINS_MALLOC=system: glibc's defaults), floor included
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "2")))
     precision, compile_ = MODES[mode]
     data = npz(data_path, name="mnist").train
     base = dict(seed=0, device="cpu", model="convnet", model_options=MODEL_OPTIONS, stage="bench",
                 cache_dir=Path("/tmp/pd-bench-speed-cache"))
+    # the floor as the original code ran it (glibc's default malloc), before this process keeps freed memory
+    floor_system = _fwd_bwd(RunContext(**base), data, 256)
+    floor_system_100 = _fwd_bwd(RunContext(**base), data, 100) if method in ("mtt", "mttc") else None
+    malloc = keep_freed_memory()  # as pd-run does (PD_PLUGINS_MALLOC=system: glibc's defaults), floor included
     floor = _fwd_bwd(RunContext(**base), data, 256)
     ctx = RunContext(**base, precision=precision, compile=compile_)
     reps = 1 if quick else 3
@@ -167,6 +172,11 @@ def worker(method: str, mode: str, data_path: str, quick: bool, syn_steps: int =
             else:
                 out["s_per_iter"] = _timeit(lambda: run_iteration(obj, images, optimiser, next(it)), reps)
     out["ratio"] = out["s_per_iter"] / floor
+    out["floor_system_malloc_s"] = floor_system
+    out["ratio_system_malloc_floor"] = out["s_per_iter"] / floor_system
+    if floor_system_100 is not None:
+        out["floor_system_malloc_fwd_bwd_100_s"] = floor_system_100
+        out["ratio_system_malloc_fwd_bwd_100"] = out["s_per_iter"] / floor_system_100
     if "floor_fwd_bwd_100_s" in out:
         out["ratio_fwd_bwd_100"] = out["s_per_iter"] / out["floor_fwd_bwd_100_s"]
     out["peak_rss_gb"] = _peak_gb()
@@ -203,6 +213,11 @@ def _table(rows: list[dict]) -> str:
             else:
                 fb = r.get("interleaved_ratio_fwd_bwd_100", r.get("ratio_fwd_bwd_100"))
                 extra = f" [{fb:.1f} × fb(100)]" if fb is not None else ""
+                sys_floor = r.get("ratio_system_malloc_floor")
+                if sys_floor is not None:
+                    fb_sys = r.get("ratio_system_malloc_fwd_bwd_100")
+                    extra += f"; default-malloc floor: {sys_floor:.2f}" + (
+                        f" [{fb_sys:.1f} × fb(100)]" if fb_sys is not None else "")
                 cells.append(f"{r['ratio']:.2f}{extra} ({r['peak_rss_gb']:.2f})")
         lines.append(f"| {method} | {ORIGINAL.get(method, '')} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -272,7 +287,10 @@ def main() -> None:
           f"after {report['loadavg_after']}", "",
           f"Measured on commit {prov['commit'][:10]} ({prov['date']}{', uncommitted changes' if prov['dirty'] else ''}).",
           "", "Ratios are s/iteration ÷ fp32 eager fwd+bwd of ConvNet-3 at "
-          "batch 256 timed in the same process; MTT also ÷ fwd+bwd(100).", "", _table(rows), ""]
+          "batch 256 timed in the same process; MTT also ÷ fwd+bwd(100). Each process keeps freed memory "
+          "(pd_plugins.training.allocator, as pd-run does) and times the floor with it; the "
+          "'default-malloc floor' ratio divides by the same floor timed first, with glibc's default "
+          "malloc, as the original code ran (the 'original × floor' column).", "", _table(rows), ""]
     if memory_rows:
         md += ["| MTT memory | syn_steps | s/iter | peak RSS GB |", "|---|---|---|---|"]
         md += [f"| {r['memory']} | {r['syn_steps']} | {r.get('s_per_iter') or r.get('error')} | "

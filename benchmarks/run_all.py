@@ -30,7 +30,12 @@ EXTRA_JOBS = {
     "digits_accuracy_ipc1": ["digits_accuracy.py", "1", "2"],
     "digits_accuracy_ipc10": ["digits_accuracy.py", "10", "2"],
     "digits_generative_ipc1": ["digits_generative.py", "--ipc", "1"],
+    # the original DM code's own setting (full MNIST, ConvNet-128, 200 iterations, 2 x 1000-epoch
+    # evaluations), fp32 only: about 25 minutes on 2 cores, at this scale even without --full
+    "time_to_accuracy_dm_paper": ["bench_time_to_accuracy.py", "--distillers", "dm", "--paths", "fp32",
+                                  "--every", "dm=100", "--eval-networks", "2", "--name", "time_to_accuracy_dm_paper"],
 }
+FIXED_SCALE = {"time_to_accuracy_dm_paper"}  # extra jobs that never take --quick
 PRIOR_KINDS = {"--decoder": "decoder", "--ldm": "ldm"}
 
 
@@ -59,7 +64,7 @@ def jobs(only=None, full=False, device=None, priors: Path | None = None) -> list
     for name, (script, *args) in EXTRA_JOBS.items():
         if not only or name in only:
             path = HERE / script
-            out.append((name, [str(path), *args, *flags(path, full, device, priors)]))
+            out.append((name, [str(path), *args, *flags(path, full or name in FIXED_SCALE, device, priors)]))
     return out
 
 
