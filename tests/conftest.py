@@ -19,7 +19,7 @@ SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 def _threads():
     from pd_plugins.training.allocator import keep_freed_memory
 
-    keep_freed_memory()  # as pd-run: large tensors reuse mapped pages (the suite runs faster)
+    keep_freed_memory()  # the tests run under the allocator setting pd-run uses
     import torch
 
     # one thread by default: on a shared, oversubscribed CPU two spinning OpenMP threads run

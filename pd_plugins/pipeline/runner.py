@@ -19,8 +19,8 @@ from pd_plugins.pipeline.resolve import MODES, resolve_device, resolve_run  # no
 from pd_plugins.pipeline.run_dir import (  # noqa: F401  (ARTIFACTS, _logged_at_or_after, load_run_config: re-exported)
     ARTIFACTS, RunDirectory, _logged_at_or_after, default_out, load_run_config, package_versions)
 from pd_plugins.pipeline.stages import DistillStage, EvalStage, PruneStage, call_strategy
-from pd_plugins.training import allocator
 from pd_plugins.pipeline.summary import summarise
+from pd_plugins.training import allocator
 
 STAGES = ("prune", "distill", "eval")
 
