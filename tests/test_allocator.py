@@ -58,3 +58,19 @@ def test_a_run_records_the_allocator_in_its_manifest(tmp_path):
     manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
     assert manifest["malloc"] == allocator.current()
     assert manifest["malloc"]["malloc"] in ("glibc-keep-freed", "system")
+
+
+def test_a_c_library_other_than_glibc_is_left_alone(monkeypatch):
+    from pd_plugins.training import allocator
+
+    monkeypatch.delenv(allocator.ENV, raising=False)
+    monkeypatch.setattr(allocator, "_applied", None)
+    monkeypatch.setattr(allocator, "_glibc_version", lambda: "")
+    assert allocator.keep_freed_memory() == {"malloc": "system", "why": "not glibc"}
+
+
+@pytest.mark.skipif(not GLIBC, reason="confstr names glibc only under glibc")
+def test_glibc_is_detected_without_a_subprocess():
+    from pd_plugins.training import allocator
+
+    assert allocator._glibc_version().startswith("glibc ")

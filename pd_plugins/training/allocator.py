@@ -21,9 +21,7 @@ Set ``PD_PLUGINS_MALLOC=system`` to leave the C library's defaults alone. Elsewh
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
-import platform
 from typing import Optional
 
 ENV = "PD_PLUGINS_MALLOC"
@@ -45,14 +43,23 @@ def keep_freed_memory() -> dict:
         return dict(_applied)
     if os.environ.get(ENV, "").strip().lower() == "system":
         _applied = {"malloc": "system", "why": f"{ENV}=system"}
-    elif platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+    elif not _glibc_version().startswith("glibc"):
         _applied = {"malloc": "system", "why": "not glibc"}
     else:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc = ctypes.CDLL(None)  # the C library already loaded into the process (dlopen(NULL))
         ok = libc.mallopt(_M_MMAP_MAX, 0) == 1 and libc.mallopt(_M_TRIM_THRESHOLD, _NEVER_TRIM) == 1
         _applied = ({"malloc": "glibc-keep-freed", "mmap_max": 0, "trim_threshold": _NEVER_TRIM} if ok
                     else {"malloc": "system", "why": "mallopt refused"})
     return dict(_applied)
+
+
+def _glibc_version() -> str:
+    """``"glibc 2.36"`` under glibc, ``""`` elsewhere; a libc call, not ``ctypes.util.find_library``
+    (which runs ``ldconfig -p`` in a subprocess on every process start)."""
+    try:
+        return os.confstr("CS_GNU_LIBC_VERSION") or ""
+    except (AttributeError, ValueError, OSError):  # no confstr (Windows) or no such name (musl, macOS)
+        return ""
 
 
 def current() -> dict:
