@@ -1,6 +1,7 @@
 """DC / DSA / MTT at tiny shapes on CPU."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -137,9 +138,25 @@ def test_mtt_loss_decreases_on_fixed_expert(host, tiny, tmp_path):
 def test_mtt_soft_labels_and_divergence_guard(host, tiny, tmp_path):
     res = _mtt(host, soft_labels=True, lr_labels=1.0, lr_lr=1e-7).distill(tiny, 1, _ctx(tmp_path))
     assert res.labels.shape == (10, 10) and not torch.equal(res.labels, torch.eye(10))
+    assert res.labels.min() >= 0 and torch.allclose(res.labels.sum(1), torch.ones(10), atol=1e-5)
     with pytest.raises(DivergenceError) as err:
         _mtt(host, lr_img=1e12, lr_lr=1e6).distill(tiny, 1, _ctx(tmp_path))
     assert err.value.state is not None and torch.isfinite(err.value.state["tensors"]["images"]).all()
+
+
+def test_soft_labels_are_projected_onto_the_simplex_as_a_quadratic_program_would():
+    from scipy.optimize import minimize
+
+    from pd_plugins.distillation.mtt import project_to_simplex
+
+    g = torch.Generator().manual_seed(0)
+    v = torch.randn(6, 5, generator=g, dtype=torch.float64) * 2
+    ours = project_to_simplex(v)
+    for row, got in zip(v.numpy(), ours.numpy()):
+        qp = minimize(lambda x: ((x - row) ** 2).sum(), np.full(5, 0.2), method="SLSQP", bounds=[(0, None)] * 5,
+                      constraints=[{"type": "eq", "fun": lambda x: x.sum() - 1}], options={"ftol": 1e-12})
+        np.testing.assert_allclose(got, qp.x, atol=1e-5)
+    assert torch.allclose(project_to_simplex(ours), ours, atol=1e-12)  # points of the simplex stay put
 
 
 def test_mtt_rejects_unwired_options(host, tiny, tmp_path):

@@ -38,6 +38,20 @@ def fit_expert_batch(recipe: ExpertRecipe, pool_size: int, syn_steps: int, exper
     return replace(recipe, batch=cap) if recipe.batch > cap else recipe
 
 
+def project_to_simplex(v: torch.Tensor) -> torch.Tensor:
+    """Each row of ``v`` (N, K) moved to the nearest point (Euclidean) of the probability simplex.
+
+    Sort-based projection (Duchi et al., ICML 2008): subtract the one threshold that leaves the
+    positive part summing to 1, clip the rest to 0.
+    """
+    u = v.sort(dim=1, descending=True).values
+    excess = u.cumsum(1) - 1.0
+    k = torch.arange(1, v.shape[1] + 1, device=v.device, dtype=v.dtype)
+    support = ((u - excess / k) > 0).sum(1, keepdim=True)  # the condition holds on a prefix of u
+    threshold = excess.gather(1, support - 1) / support.to(v.dtype)
+    return (v - threshold).clamp(min=0.0)
+
+
 class TrajectoryObjective(Objective):
     """MTT's normalised parameter-matching loss with a learned student lr (and optional soft labels)."""
 
@@ -78,6 +92,14 @@ class TrajectoryObjective(Objective):
         self.syn_lr = torch.tensor(float(self.lr_teacher), device=device, requires_grad=True)
         onehot = torch.nn.functional.one_hot(labels, data.num_classes).float().to(device)
         self.targets = onehot.requires_grad_(True) if self.soft_labels else labels.to(device)
+
+    def after_step(self, images, it, step):
+        """Soft labels go back onto the probability simplex after each update: the soft cross-entropy
+        is bounded below only for non-negative targets, and an evaluator training on a target with
+        negative entries drives those logits to minus infinity."""
+        if self.soft_labels:
+            with torch.no_grad():
+                self.targets.copy_(project_to_simplex(self.targets))
 
     def describe(self):
         return {"experts_dir": str(self.directory), "experts_trained": self.trained_experts,
@@ -241,7 +263,8 @@ class MTT(Distiller):
                                               "pool (no effect on MTT's datasets); the batch used is recorded")
         augment: bool = option(True, "independent DSA in student steps and expert training")
         init: Literal["real", "noise"] = option("real", "initial images: real samples of the pruned pool, or noise")
-        soft_labels: bool = option(False, "learn soft labels, initialised from one-hot (pd_plugins extension)")
+        soft_labels: bool = option(False, "learn soft labels, initialised from one-hot and kept on the probability "
+                                          "simplex after each update (pd_plugins extension)")
         lr_labels: float = option(2.0, "SGD learning rate of the soft labels (momentum 0.5)")
         zca: bool = option(False, "ZCA whitening (kornia, eps 0.1) fitted on the pool at [0, 1] scale, instead of "
                                   "mean/std: real images, experts, synthetic set and evaluation live in ZCA space")
