@@ -11,9 +11,9 @@ forward+backward of the same ConvNet at batch 256 -- then one warm-up iteration 
 compile), then the timed iterations; the ratio is median / floor in that process (MTT: each iteration
 also over a fwd+bwd(100) timed just before it, median of those ratios), and peak RSS
 (ru_maxrss) is that process's. The process keeps freed memory as pd-run does
-(:mod:`pd_plugins.training.allocator`); it first times the floor once more with glibc's default malloc,
-the way the original code ran, and also reports each iteration over that floor. ``--quick`` times one iteration; DC/DSA ipc 10 then time one
-matching step and one inner training (50 epochs) and report 10 x matching + 9 x inner (the
+(:mod:`pd_plugins.training.allocator`); before that it times the floor with glibc's default
+malloc, the way the original code ran, and each iteration is also reported over that floor.
+``--quick`` times one iteration; DC/DSA ipc 10 then time one matching step and one inner training (50 epochs) and report 10 x matching + 9 x inner (the
 iteration's composition). MTT peak RSS at syn_steps 10 and 40 in both memory modes is measured
 in separate subprocesses (fp32 eager, one iteration each).
 

@@ -70,7 +70,7 @@ def test_a_c_library_other_than_glibc_is_left_alone(monkeypatch):
 
 
 @pytest.mark.skipif(not GLIBC, reason="confstr names glibc only under glibc")
-def test_glibc_is_detected_without_a_subprocess():
+def test_glibc_is_detected_by_confstr():
     from pd_plugins.training import allocator
 
     assert allocator._glibc_version().startswith("glibc ")
