@@ -22,7 +22,7 @@ class RunConfig:
     pruner: str = "none"
     keep: Optional[float] = None
     pruner_options: dict = field(default_factory=dict)
-    mode: str = "pool"
+    mode: str = "auto"  # a Run writes the resolved mode (pool, init, init-random) to config.json
     subset: Optional[str] = None
     distiller: str = "dm"
     ipc: int = 10

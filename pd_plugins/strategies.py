@@ -77,8 +77,18 @@ class Strategy:
         """Check the files and folders the options name (raise DataError), before a run directory exists."""
 
 
+#: the pipeline modes a pruner may declare as its paper's (``Pruner.paper_mode``)
+PAPER_MODES = ("pool", "init", "init-random")
+
+
 class Pruner(Strategy):
     """Selects a subset of a dataset: ``prune(data, keep, ctx) -> PruneResult``."""
+
+    paper_mode: ClassVar[str] = "pool"
+    """How the pruner's paper uses the pruned set, the mode ``--mode auto`` (the default) runs:
+    ``pool`` (the pruned set replaces the real pool: Moser et al., Xu et al.) or ``init`` (it only
+    chooses the initial synthetic images; experts and matching use the full set: Sundar et al.).
+    A declared contract the host reads before any work, like :meth:`implied_keep`."""
 
     @classmethod
     def kind(cls) -> str:
@@ -178,6 +188,12 @@ class Distiller(Strategy):
         class of the initial pool must hold at least ipc samples). True by default; a distiller
         with an ``init`` option (real or noise) answers for it."""
         return True
+
+    @classmethod
+    def starts_from_chosen_set(cls, options) -> bool:
+        """Whether the method can start from a set of real images the pruner chose (mode ``init``):
+        :meth:`uses_real_init` by default; a distiller that selects real images itself says False."""
+        return cls.uses_real_init(options)
 
     def distill(
         self,

@@ -89,10 +89,12 @@ def check_pruner(cls, options: Optional[dict] = None, *, data=None, keep: float 
     """
     import torch
 
-    from pd_plugins.strategies import Pruner, ScorePruner
+    from pd_plugins.strategies import PAPER_MODES, Pruner, ScorePruner
     from pd_plugins.types import PruneResult
 
     report = CheckReport(_name(cls, Pruner, "pruner"))
+    assert cls.paper_mode in PAPER_MODES, (
+        f"{cls.__name__}.paper_mode is {cls.paper_mode!r}; declare one of {', '.join(PAPER_MODES)}")
     opts = _check_options(cls, options, budget, report)
     implied = cls.implied_keep(opts)
     assert implied is None or 0.0 < float(implied) <= 1.0, f"{cls.__name__}.implied_keep returned {implied!r}"

@@ -32,10 +32,12 @@ RUN_FLAGS = [
     click.option("--keep", type=float, default=None,
                  help="keep ratio in (0,1]; default: the distiller's recommended ratio."),
     click.option("-P", "--pruner-option", "pruner_option", multiple=True, metavar="KEY=VALUE", help="pruner option."),
-    click.option("--mode", type=click.Choice(["pool", "init", "init-random"]), default="pool", show_default=True,
-                 help="pool: the pruned set replaces the real data; init: exactly ipc per class at the pruner's "
-                      "selection edge are the initial images (Sundar et al.); "
-                      "init-random: ipc drawn at random from it."),
+    click.option("--mode", type=click.Choice(["auto", "pool", "init", "init-random"]), default="auto",
+                 show_default=True,
+                 help="auto: the pruner's paper mode (el2n-window: init; the others: pool); pool: the pruned set "
+                      "replaces the real data (Moser et al., Xu et al.); init: exactly ipc per class at the pruner's "
+                      "selection edge are the initial images, experts and matching use the full set (Sundar et "
+                      "al.); init-random: ipc drawn at random from it."),
     click.option("--subset", default=None, type=PathParam("file", "subset file"),
                  help="CSV/JSON of source indices chosen elsewhere, used instead of a pruner."),
     click.option("--distiller", default="dm", show_default=True, help="distiller name, or none."),
@@ -179,7 +181,8 @@ def execute_stages(ctx: click.Context, params: dict, stages, base: Optional[dict
     if "distill" not in stages:
         cfg.distiller_options = {} if cfg.distiller == "none" else cfg.distiller_options
     with make_executor_from(params) as executor, driver_output(executor.kind):
-        run = Run(cfg, overwrite=params.get("overwrite", False), executor=executor)
+        announce = None if params.get("as_json") else (lambda line: click.echo(line, err=True))
+        run = Run(cfg, overwrite=params.get("overwrite", False), executor=executor, announce=announce)
         summary = run.execute(stages)
     if run.resolved["budget"] != "paper" and not params.get("as_json"):  # after the run: errors stay one line
         click.echo(f"budget '{run.resolved['budget']}': scaled-down settings, recorded in {run.out}/config.json",

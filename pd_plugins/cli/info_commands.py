@@ -62,12 +62,15 @@ def show_cmd(kind, name, as_json):
     budgets = getattr(obj, "budgets", {}) or {}
     if hasattr(obj, "budget_overrides"):  # the effective overrides (cpu starts from quick's)
         budgets = {b: obj.budget_overrides(b) for b in BUDGETS if b != "paper"}
+    paper_mode = {"paper_mode": obj.paper_mode} if entry.kind == "pruner" else {}
     if as_json:
-        click.echo(json.dumps({**entry.to_json(), "doc": entry.doc(), "options": rows, "budgets": budgets},
-                              indent=2, default=str))
+        click.echo(json.dumps({**entry.to_json(), **paper_mode, "doc": entry.doc(), "options": rows,
+                               "budgets": budgets}, indent=2, default=str))
         return
     click.echo(f"{entry.kind} {entry.name}  ({entry.origin()})")
     click.echo(f"  {entry.summary}")
+    if paper_mode:
+        click.echo(f"  paper mode: {obj.paper_mode} (what --mode auto runs; --mode pool/init overrides)")
     click.echo("")
     for line in entry.doc().splitlines():
         click.echo(f"  {line}")

@@ -42,6 +42,10 @@ class SelectionDistiller(Distiller):
     def uses_real_init(cls, options) -> bool:
         return True  # every class of the pool must hold ipc images
 
+    @classmethod
+    def starts_from_chosen_set(cls, options) -> bool:
+        return False  # it chooses the real images itself: mode init does not apply
+
     def select(self, data: "ImageDataset", ipc: int, ctx: "RunContext") -> Union[Sequence[Indices], Selection]:
         """For every class ``c`` (in order), ``ipc`` distinct positions into ``data`` of samples of
         class ``c``; or a :class:`Selection` that adds a JSON-able record."""

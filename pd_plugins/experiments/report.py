@@ -23,7 +23,7 @@ from pd_plugins.paths import expect_output_dir
 from pd_plugins.experiments.reeval import read_evaluation, selector_label
 from pd_plugins.experiments.sweep import load_summary
 
-GROUP_FIELDS = ("dataset", "distiller", "ipc", "pruner", "keep", "window")
+GROUP_FIELDS = ("dataset", "distiller", "ipc", "pruner", "keep", "window", "mode")
 
 
 def collect(sweep_dir, evaluation: Optional[dict] = None, *, allow_empty: bool = False) -> list[dict]:
@@ -51,7 +51,7 @@ def collect(sweep_dir, evaluation: Optional[dict] = None, *, allow_empty: bool =
             "cell": cell["id"], "dataset": dataset_label(cfg), "distiller": cfg["distiller"], "ipc": cfg["ipc"],
             "pruner": cfg["pruner"], "keep": cfg["resolved"]["keep"],
             "window": tuple(float(w) for w in window) if window else None,
-            "seed": cfg["seed"], "acc": float(res["mean"]), "model": res["model"],
+            "mode": mode_label(cfg), "seed": cfg["seed"], "acc": float(res["mean"]), "model": res["model"],
             "unseen": (ev.get("cross_arch") or {}).get("unseen_mean"),
             "other": other_axes(cell["axes"]),
         }
@@ -66,6 +66,14 @@ def other_axes(axes: dict) -> dict:
     """A cell's grid axes that are not grouping fields (nor the seed or the window): they split settings."""
     return {k: v for k, v in axes.items()
             if k.split(".")[0] not in GROUP_FIELDS + ("seed",) and not k.startswith("pruner_options.window")}
+
+
+def mode_label(cfg: dict) -> str:
+    """A cell's pipeline mode and why it was used, e.g. ``init (el2n-window's paper mode)``; folders
+    written before ``--mode auto`` name only the mode."""
+    source = (cfg.get("resolved") or {}).get("mode_source")
+    mode = cfg.get("mode", "pool")
+    return f"{mode} ({source})" if source else mode
 
 
 def dataset_label(cfg: dict) -> str:
@@ -127,12 +135,12 @@ def _setting(g: dict) -> str:
     return f"{g['pruner']} keep={g['keep']:g}"
 
 
-COLUMNS = ["dataset", "distiller", "ipc", "setting", "other", "n", "acc %", "std", "Δ vs unpruned (pp)",
+COLUMNS = ["dataset", "distiller", "ipc", "setting", "mode", "other", "n", "acc %", "std", "Δ vs unpruned (pp)",
            "Welch p", "unseen-arch %"]
 
 
 def _table_rows(groups: list[dict]) -> list[list[str]]:
-    return [[g["dataset"], g["distiller"], str(g["ipc"]), _setting(g),
+    return [[g["dataset"], g["distiller"], str(g["ipc"]), _setting(g), g["mode"],
              ",".join(f"{k}={v}" for k, v in g["other"].items()) or "-", str(g["n"]), _fmt(g["mean"]),
              _fmt(g["std"]), _fmt(g["delta"], "signed"), _fmt(g["p_value"], False), _fmt(g["unseen_mean"])]
             for g in groups]

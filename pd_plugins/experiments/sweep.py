@@ -128,9 +128,9 @@ def cell_state(cfg_values: dict, out: Path) -> str:
     run = Run(RunConfig.from_dict({**cfg_values, "out": str(out)}))
     if not (out / "config.json").exists():
         return "new"
-    old = read_json(out / "config.json", "config")
-    new = run.config_json()
-    if any(old.get(k) != new.get(k) for k in set(old) | set(new) if k not in ("out", "progress")):
+    from pd_plugins.pipeline.run_dir import config_differences
+
+    if config_differences(read_json(out / "config.json", "config"), run.config_json()):
         return "changed"
     stages = ["prune"] + (["distill"] if run.distiller else []) + (["eval"] if run.evaluator else [])
     done = run.manifest().get("stages", {})

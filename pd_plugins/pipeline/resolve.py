@@ -10,11 +10,14 @@ from pathlib import Path
 from typing import Any, Optional
 
 from pd_plugins.config import RunConfig
-from pd_plugins.errors import DataError, OptionsError
+from pd_plugins.errors import DataError, OptionsError, RegistryError
+from pd_plugins.strategies import PAPER_MODES
 
 #: pipeline modes: the pruned set is the distiller's pool, or only chooses its initial images --
 #: exactly ipc per class at the selection's edge (Sundar et al.), or ipc at random from it
-MODES = ("pool", "init", "init-random")
+MODES = PAPER_MODES
+#: what ``--mode`` accepts: a mode, or ``auto`` (the default): the pruner's paper mode
+MODE_CHOICES = ("auto",) + MODES
 
 
 def resolve_device(device: str) -> str:
@@ -64,6 +67,8 @@ class ResolvedRun:
     evaluator_options: Any = None
     subset_sha256: Optional[str] = None
     init_select: Optional[str] = None  # "edge" (mode init) or "random" (init-random); None in pool mode
+    mode: str = "pool"  # the pipeline mode the run uses (``auto`` resolved)
+    mode_source: str = "set explicitly"  # why: given with --mode, or the pruner's paper mode and any fallback
     notes: tuple[str, ...] = field(default=(), compare=False)  # e.g. why bf16 fell back to fp32
 
     def strategies(self) -> tuple:
@@ -85,15 +90,41 @@ class ResolvedRun:
         if self.subset_sha256 is not None:
             out["subset"] = {"file": str(subset_file), "sha256": self.subset_sha256}
         out["precision"] = self.precision
+        out["mode_source"] = self.mode_source  # provenance only: not compared on resume (run_dir)
         if self.init_select is not None:  # recorded: `init` once meant what `init-random` does now
             out["init_select"] = self.init_select
         return out
 
 
+def resolve_mode(requested: str, pruner_cls, distiller_cls, distiller_opts) -> tuple[str, str]:
+    """``(mode, source)``: an explicit mode wins; ``auto`` takes the pruner's declared
+    ``paper_mode``, falling back to ``pool`` (and saying why) where no distiller can start from the
+    pruned set -- no pruner, no distiller, a distiller starting from noise, or one that selects
+    real images itself."""
+    if requested != "auto":
+        return requested, "set explicitly"
+    if pruner_cls is None:
+        return "pool", "no pruner"
+    paper = pruner_cls.paper_mode
+    if paper not in MODES:
+        raise RegistryError(f"pruner {pruner_cls.name!r} declares paper_mode {paper!r}; use one of {', '.join(MODES)}")
+    source = f"{pruner_cls.name}'s paper mode"
+    if paper == "pool":
+        return "pool", source
+    if distiller_cls is None:
+        return "pool", f"{source} is {paper}, but there is no distiller"
+    if not distiller_cls.starts_from_chosen_set(distiller_opts):
+        why = ("selects real images itself" if distiller_cls.uses_real_init(distiller_opts)
+               else "does not start from real images with these options")
+        return "pool", f"{source} is {paper}, but {distiller_cls.name} {why}"
+    return paper, source
+
+
 def _check_scalars(cfg: RunConfig) -> None:
-    if cfg.mode not in MODES:
-        raise OptionsError(f"unknown mode {cfg.mode!r}; use 'pool' (pruned set replaces the real pool), "
-                           "'init' (ipc per class at the selection's edge seed the images) or 'init-random'")
+    if cfg.mode not in MODE_CHOICES:
+        raise OptionsError(f"unknown mode {cfg.mode!r}; use 'auto' (the pruner's paper mode), 'pool' (pruned set "
+                           "replaces the real pool), 'init' (ipc per class at the selection's edge seed the images) "
+                           "or 'init-random'")
     if cfg.ipc < 1:
         raise OptionsError(f"ipc must be >= 1, got {cfg.ipc}")
     if cfg.checkpoint_every < 0:
@@ -161,8 +192,9 @@ def resolve_run(cfg: RunConfig, host) -> ResolvedRun:
         pruner_opts = pruner_cls.resolve_options(cfg.pruner_options, budget)
     recommended = distiller_cls.recommended_keep_for(distiller_opts) if distiller_cls is not None else None
     keep = _resolve_keep(cfg, pruner_cls, pruner_opts, recommended)
-    if cfg.mode != "pool" and distiller_cls is None:
+    if cfg.mode not in ("pool", "auto") and distiller_cls is None:
         raise OptionsError(f"mode {cfg.mode!r} needs a distiller")
+    mode, mode_source = resolve_mode(cfg.mode, pruner_cls, distiller_cls, distiller_opts)
 
     evaluator_cls = eval_opts = None
     if cfg.evaluator != "none":
@@ -181,6 +213,6 @@ def resolve_run(cfg: RunConfig, host) -> ResolvedRun:
         model_options=model_opts, augmentation_options=aug_opts, pruner_cls=pruner_cls, pruner_options=pruner_opts,
         distiller_cls=distiller_cls, distiller_options=distiller_opts, evaluator_cls=evaluator_cls,
         evaluator_options=eval_opts, subset_sha256=subset_hash(cfg),
-        init_select=None if cfg.mode == "pool" else ("edge" if cfg.mode == "init" else "random"),
-        notes=(note,) if note else (),
+        init_select=None if mode == "pool" else ("edge" if mode == "init" else "random"),
+        mode=mode, mode_source=mode_source, notes=(note,) if note else (),
     )

@@ -57,6 +57,23 @@ def package_versions() -> dict:
             "python": platform.python_version()}
 
 
+#: config.json entries that describe a run without defining it: not compared on resume
+_NOT_COMPARED = ("out", "progress")
+_RESOLVED_NOT_COMPARED = ("mode_source",)  # why the mode was chosen (absent in folders of older versions)
+
+
+def config_differences(old: dict, new: dict) -> list[str]:
+    """The top-level keys in which two ``config.json`` dicts define different runs (sorted)."""
+    def defining(cfg: dict) -> dict:
+        out = {k: v for k, v in cfg.items() if k not in _NOT_COMPARED}
+        if isinstance(out.get("resolved"), dict):
+            out["resolved"] = {k: v for k, v in out["resolved"].items() if k not in _RESOLVED_NOT_COMPARED}
+        return out
+
+    a, b = defining(old), defining(new)
+    return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+
+
 def _logged_at_or_after(line: str, stage: str, step: int) -> bool:
     """Is this log.jsonl line a row of ``stage`` at iteration ``step`` or later?"""
     try:
@@ -112,9 +129,7 @@ class RunDirectory:
             if self.overwrite:
                 shutil.rmtree(out)
             elif cfg_path.exists():
-                old = read_json(cfg_path, "config")
-                diff = sorted(k for k in set(old) | set(config)
-                              if k not in ("out", "progress") and old.get(k) != config.get(k))
+                diff = config_differences(read_json(cfg_path, "config"), config)
                 if diff:
                     raise StageExistsError(
                         f"run directory {out} holds a different run (differs in: {', '.join(diff)}); "

@@ -8,6 +8,7 @@ resumes at the first unfinished stage; a finished one is never recomputed or ove
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from pathlib import Path
@@ -29,15 +30,20 @@ class Run:
     """One run: its resolved settings (``plan``, ``resolved``), strategies, data, directory and stages."""
 
     def __init__(self, cfg: RunConfig, *, overwrite: bool = False, host=None, quiet: bool = False, executor=None,
-                 lock_wait: float = 0.0):
+                 lock_wait: float = 0.0, announce=None):
         """``executor`` runs the stages' independent tasks (default: sequential); ``lock_wait``: seconds to
-        wait for another process that holds the run directory (0: refuse at once)."""
+        wait for another process that holds the run directory (0: refuse at once); ``announce(line)``
+        is told the run's mode (``mode init (el2n-window's paper mode)``) once its inputs are checked,
+        before distillation: bad input still fails in one line."""
         from pd_plugins.plugins import get_host
 
         self.host = host or get_host()
         self.regs = self.host.registries()
-        self.cfg, self.overwrite, self.quiet, self.executor, self.lock_wait = cfg, overwrite, quiet, executor, lock_wait
+        self.overwrite, self.quiet, self.executor, self.lock_wait = overwrite, quiet, executor, lock_wait
+        self.announce = announce
         self.plan = resolve_run(cfg, self.host)
+        # the stages, config.json and fingerprints see the mode the run uses (``auto`` resolved)
+        self.cfg = cfg if cfg.mode == self.plan.mode else dataclasses.replace(cfg, mode=self.plan.mode)
         if self.plan.notes and not quiet:
             print(*self.plan.notes, sep="\n")
         self.resolved = self.plan.to_json(cfg.subset)
@@ -175,6 +181,8 @@ class Run:
             if fresh:  # failed before any distillation work: leave no half-made run directory
                 self.dir.discard(keep_dir=existed_empty)
             raise
+        if "distill" in stages and self.announce is not None:
+            self.announce(f"mode {self.cfg.mode} ({self.plan.mode_source})")
         if "distill" in stages:
             distilled = timed(self.distill_stage, pruned)
         if "eval" in stages:

@@ -11,7 +11,7 @@ def summarise(run, splits, pruned, distilled, evaluated: Optional[dict]) -> dict
         "out": str(run.out), "dataset": cfg.dataset, "train_size": len(splits.train),
         "test_size": len(splits.test), "budget": run.resolved["budget"],
         "pruner": cfg.pruner if not cfg.subset else f"subset:{cfg.subset}",
-        "keep": run.resolved["keep"], "mode": cfg.mode,
+        "keep": run.resolved["keep"], "mode": cfg.mode, "mode_source": run.plan.mode_source,
     }
     if pruned is not None:
         out["kept"] = int(pruned.keep.numel())

@@ -35,6 +35,7 @@ class EL2NWindowPruner(TrainedScorePruner):
     name = "el2n-window"
     statistic = "el2n"
     purpose = "el2n"
+    paper_mode = "init"  # Sundar et al., Algorithm 1: the window seeds the images; experts use the full set
 
     @dataclass(frozen=True)
     class Options(ScorerOptions):
