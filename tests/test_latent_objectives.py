@@ -154,6 +154,50 @@ def test_mtt_objective_with_dsa_through_a_generator(tmp_path):
     assert 1 <= res.meta["expert_batch"] <= small["expert_batch"] and res.meta["experts_trained"] == 0
 
 
+@pytest.mark.parametrize("soft_labels", [False, True])
+def test_mtt_objective_renders_each_image_update_once(tmp_path, monkeypatch, soft_labels):
+    """Issue 28: an image update decodes the synthetic set twice (the render the loss sees and the
+    re-render with grad); MTT's soft-label projection runs in the optimiser and renders nothing."""
+    import math
+
+    from pd_plugins.distillation.generative import base
+
+    decoded: list[int] = []
+    make = base.make_generator
+
+    def counting_generator(*a, **kw):
+        gen = make(*a, **kw)
+        decode = gen.decode
+
+        def counted(latents, labels, aux):
+            decoded.append(int(labels.shape[0]))
+            return decode(latents, labels, aux)
+
+        gen.decode = counted
+        return gen
+
+    monkeypatch.setattr(base, "make_generator", counting_generator)
+    data, ctx = tiny_data(), RunContext(seed=0, augmentation="dsa", cache_dir=tmp_path / "cache")
+    cls = distiller("glad")
+    small = {"experts": 1, "train_epochs": 2, "syn_steps": 2, "expert_epochs": 1, "max_start_epoch": 1,
+             "expert_batch": 6, "soft_labels": soft_labels}
+    ipc, sg_batch, iterations = 2, 4, 3
+    opts = cls.resolve_options({"objective": "mtt", "objective_options": small, "iterations": iterations,
+                                "sg_batch": sg_batch})
+    glad = cls(opts)
+    res = glad.distill(data, ipc, ctx)
+    n = data.num_classes * ipc
+    chunks = math.ceil(n / sg_batch)  # 6 images in chunks of 4 and 2
+    updates = iterations * glad.objective().steps_per_iteration()
+    assert len(decoded) == updates * 2 * chunks + chunks  # two passes an update, and the final render
+    assert sum(decoded) == (updates * 2 + 1) * n
+    if soft_labels:  # the projection still ran after every update
+        assert not torch.equal(res.labels, torch.eye(data.num_classes).repeat_interleave(ipc, 0))
+        assert res.labels.min() >= 0 and torch.allclose(res.labels.sum(1), torch.ones(n), atol=1e-5)
+    else:
+        assert res.labels.dtype == torch.long
+
+
 def test_decoder_prior_geometry_is_checked_before_the_run(tmp_path):
     from pd_plugins.distillation.generative.decoder import train_decoder
 

@@ -170,13 +170,15 @@ class _Kill(Exception):
     pass
 
 
-@pytest.mark.parametrize("name", ["dsa", "mtt"])
+@pytest.mark.parametrize("name", ["dsa", "mtt", "mtt-soft"])
 def test_resume_is_bit_exact(host, tiny, tmp_path, monkeypatch, name):
     from pd_plugins.distillation import synthetic
 
     def make():
         if name == "mtt":
             return _mtt(host, iterations=5)
+        if name == "mtt-soft":  # a projected group: its optimiser state checkpoints with weights_only=True
+            return _mtt(host, iterations=5, soft_labels=True, lr_labels=1.0, lr_lr=1e-7)
         return _distiller(host, name, iterations=5, batch_real=4, outer_loop=2, inner_loop=1, log_every=1)
 
     ref = make().distill(tiny, 1, _ctx(tmp_path / "a", checkpoint_every=2))
@@ -197,7 +199,59 @@ def test_resume_is_bit_exact(host, tiny, tmp_path, monkeypatch, name):
     resumed = make().distill(tiny, 1, ctx)
     assert torch.equal(resumed.images, ref.images)
     assert resumed.lr == ref.lr
+    assert torch.equal(resumed.labels, ref.labels)
+    if name == "mtt-soft":
+        assert not torch.equal(ref.labels, torch.eye(10))  # the labels were learned, not left one-hot
+        assert ref.labels.min() >= 0 and torch.allclose(ref.labels.sum(1), torch.ones(10), atol=1e-5)
     del synthetic
+
+
+def test_a_declared_projection_follows_each_step_and_stays_out_of_the_optimiser_state():
+    import io
+
+    from pd_plugins.distillation.mtt import project_to_simplex
+    from pd_plugins.distillation.objectives import Objective, SyntheticOptimiser
+
+    push = torch.tensor([[3.0, -1.0, 0.5, 0.0], [0.0, 0.0, 0.0, -2.0], [1.0, 1.0, 1.0, 1.0]])
+
+    def make():
+        labels = torch.full((3, 4), 0.25, requires_grad=True)
+        images = torch.zeros(3, 2, requires_grad=True)
+
+        class Declares(Objective):
+            def extra_parameters(self):
+                return [{"params": [labels], "lr": 1.0, "momentum": 0.5, "projection": project_to_simplex}]
+
+        groups = [{"params": [images], "lr": 0.1, "projection": lambda t: t.clamp(max=0.05)}]
+        opt = SyntheticOptimiser(Declares(), {"images": images}, groups, momentum=0.5)
+        assert "projection" in groups[0]  # the caller's group is left as it was
+        return opt, labels, images
+
+    def update(opt, labels, images):
+        opt.zero_grad()
+        ((labels * push).sum() - images.sum()).backward()
+        opt.step()
+
+    opt, labels, images = make()
+    for _ in range(2):
+        update(opt, labels, images)
+        assert images.max() <= 0.05 and images.min() > 0  # the image group's clamp ran after its update
+        assert labels.min() >= 0 and torch.allclose(labels.sum(1), torch.ones(3))
+    assert labels[0].tolist() == [0.0, 1.0, 0.0, 0.0]  # descended along -push, then projected
+    buf = io.BytesIO()
+    torch.save(opt.state(), buf)
+    buf.seek(0)
+    saved = torch.load(buf, weights_only=True)  # no callable in the optimiser state
+    assert all("projection" not in g for st in (saved["opt"], saved["extra_opt"]) for g in st["param_groups"])
+    twin, twin_labels, twin_images = make()
+    twin.load_state(saved)
+    with torch.no_grad():
+        twin_labels.copy_(labels)  # the objective's own state would carry these; here there is none
+    update(opt, labels, images)
+    update(twin, twin_labels, twin_images)
+    assert torch.equal(twin_images, images) and torch.equal(twin_labels, labels)
+    assert torch.equal(twin.extra_opt.state_dict()["state"][0]["momentum_buffer"],
+                       opt.extra_opt.state_dict()["state"][0]["momentum_buffer"])
 
 
 def test_experts_command_caches_and_resumes(host, tmp_path, monkeypatch):

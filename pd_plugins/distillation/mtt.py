@@ -93,22 +93,19 @@ class TrajectoryObjective(Objective):
         onehot = torch.nn.functional.one_hot(labels, data.num_classes).float().to(device)
         self.targets = onehot.requires_grad_(True) if self.soft_labels else labels.to(device)
 
-    def after_step(self, images, it, step):
-        """Soft labels go back onto the probability simplex after each update: the soft cross-entropy
-        is bounded below only for non-negative targets, and an evaluator training on a target with
-        negative entries drives those logits to minus infinity."""
-        if self.soft_labels:
-            with torch.no_grad():
-                self.targets.copy_(project_to_simplex(self.targets))
-
     def describe(self):
         return {"experts_dir": str(self.directory), "experts_trained": self.trained_experts,
                 "expert_batch": self.recipe.batch}
 
     def extra_parameters(self):
+        """The learned lr, and the soft labels when learned. Soft labels go back onto the probability
+        simplex after each update (a declared projection, no rendering needed): the soft cross-entropy
+        is bounded below only for non-negative targets, and an evaluator training on a target with
+        negative entries drives those logits to minus infinity."""
         groups = [{"params": [self.syn_lr], "lr": self.lr_lr, "momentum": 0.5}]
         if self.soft_labels:
-            groups.append({"params": [self.targets], "lr": self.lr_labels, "momentum": 0.5})
+            groups.append({"params": [self.targets], "lr": self.lr_labels, "momentum": 0.5,
+                           "projection": project_to_simplex})
         return groups
 
     def trajectory(self, i: int) -> torch.Tensor:

@@ -24,7 +24,12 @@ class Objective:
 
     def extra_parameters(self) -> list[dict]:
         """Extra learnable tensors as SGD param-group dicts, e.g.
-        ``{"params": [lr], "lr": lr_lr, "momentum": 0.5}`` (MTT's synthetic lr)."""
+        ``{"params": [lr], "lr": lr_lr, "momentum": 0.5}`` (MTT's synthetic lr).
+
+        A group may declare a constraint with ``"projection": fn`` (``fn(tensor) -> tensor``):
+        the optimiser applies it to every tensor of the group after each update (see
+        :class:`SyntheticOptimiser`), so a constraint costs no rendered images.
+        """
         return []
 
     def setup(self, data: ImageDataset, ipc: int, labels: torch.Tensor, ctx: RunContext) -> None:
@@ -41,7 +46,9 @@ class Objective:
         raise NotImplementedError
 
     def after_step(self, images: torch.Tensor, it: int, step: int) -> None:
-        """Called after each image update with the detached images."""
+        """Called after each image update with the detached images. A latent distiller renders
+        the whole synthetic set for it, so override it only when the images are needed; a
+        constraint on a parameter is a group's ``projection`` (:meth:`extra_parameters`)."""
 
     def learned_lr(self) -> Optional[float]:
         return None
@@ -62,20 +69,46 @@ class Objective:
         pass
 
 
+Projection = Callable[[torch.Tensor], torch.Tensor]
+
+
+def split_projections(groups: list[dict]) -> tuple[list[dict], list[tuple[list[torch.Tensor], Projection]]]:
+    """``groups`` without their ``projection`` entries, and the (tensors, projection) pairs.
+
+    The callables stay out of the optimiser, so its ``state_dict()`` holds tensors and plain
+    values only (a checkpoint loads with ``weights_only=True``).
+    """
+    plain, projections = [], []
+    for group in groups:
+        group = dict(group)
+        group["params"] = list(group["params"])
+        fn = group.pop("projection", None)
+        if fn is not None:
+            if not callable(fn):
+                raise TypeError(f"param group projection must be callable, got {type(fn).__name__}")
+            projections.append((group["params"], fn))
+        plain.append(group)
+    return plain, projections
+
+
 class SyntheticOptimiser:
     """The learnable synthetic tensors (images, or a generator's latents), their SGD
     optimiser, the objective's extra parameters (e.g. MTT's lr), and the checkpointed loop.
 
     Pixel and generative-prior distillers differ only in how one step computes gradients;
-    state, resume, the learned-lr metric and the divergence guard live here once.
+    state, resume, the learned-lr metric and the divergence guard live here once. A group
+    (of ``groups`` or of the objective's extra parameters) with a ``projection`` entry is
+    projected after every :meth:`step`, under ``no_grad``.
     """
 
     def __init__(self, objective: Objective, tensors: dict[str, torch.Tensor], groups: list[dict], momentum: float):
         self.objective = objective
         self.tensors = tensors
+        groups, projections = split_projections(groups)
         self.opt = torch.optim.SGD(groups, lr=groups[0]["lr"], momentum=momentum)
-        extra = objective.extra_parameters()
+        extra, extra_projections = split_projections(objective.extra_parameters())
         self.extra_opt = torch.optim.SGD(extra, lr=1.0) if extra else None
+        self.projections = projections + extra_projections
 
     def zero_grad(self) -> None:
         self.opt.zero_grad(set_to_none=True)
@@ -83,9 +116,14 @@ class SyntheticOptimiser:
             self.extra_opt.zero_grad(set_to_none=True)
 
     def step(self) -> None:
+        """One SGD update of every group, then each declared projection in place."""
         self.opt.step()
         if self.extra_opt is not None:
             self.extra_opt.step()
+        with torch.no_grad():
+            for tensors, project in self.projections:
+                for t in tensors:
+                    t.copy_(project(t))
 
     def state(self) -> dict:
         return {"tensors": {k: v.detach().cpu().clone() for k, v in self.tensors.items()},

@@ -77,6 +77,8 @@ def distill_latents(objective: Objective, gen: Generator, data: ImageDataset, in
     objective.setup(data, ipc, labels, ctx)
     groups = [{"params": [t], "lr": lrs[gen.latent_roles.get(k, "img")], "name": k} for k, t in latents.items()]
     optimiser = SyntheticOptimiser(objective, latents, groups, momentum)
+    # render again after an update only for an objective that reads the updated images (DC trains its
+    # network on them); constraints such as MTT's soft-label simplex are projections inside optimiser.step()
     needs_after = type(objective).after_step is not Objective.after_step
     n = labels.numel()
 
