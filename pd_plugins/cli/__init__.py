@@ -3,7 +3,7 @@ so ``pd-run --help`` and ``pd-run list`` stay fast.
 
 Layout: :mod:`~pd_plugins.cli.group` (the click group), :mod:`~pd_plugins.cli.flags` (the public helpers
 command plugins use), and one module per command family (``run_commands``, ``eval_commands``,
-``info_commands``, ``sweep_commands``)."""
+``info_commands``, ``sweep_commands``, ``prepare_commands``)."""
 from __future__ import annotations
 
 import importlib

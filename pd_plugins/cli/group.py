@@ -7,7 +7,7 @@ import os
 import click
 from click_default_group import DefaultGroup
 
-from pd_plugins.cli import eval_commands, info_commands, run_commands, sweep_commands
+from pd_plugins.cli import eval_commands, info_commands, prepare_commands, run_commands, sweep_commands
 from pd_plugins.errors import PdPluginsError
 
 
@@ -83,7 +83,7 @@ def cli():
     keep_freed_memory()
 
 
-for _module in (run_commands, eval_commands, info_commands, sweep_commands):
+for _module in (run_commands, eval_commands, info_commands, sweep_commands, prepare_commands):
     for _command in _module.COMMANDS:
         cli.add_command(_command)
 del _module, _command

@@ -17,8 +17,9 @@ Loaders and their options (keyword-only, shown by the host from ``inspect.signat
   ``name`` (default: the file stem) and ``normalize`` (``auto``: literature statistics for
   known names, else computed from train; ``train``: always computed from train).
 * ``mnist``, ``fashion-mnist``, ``cifar10``, ``cifar100``: torchvision's on-disk layout.
-* ``imagefolder``: ``root/<train_dir>/<class>/*.png|jpg`` and ``root/<test_dir>/<class>/...``,
-  resized (shorter side) and centre-cropped to ``im_size``.
+* ``imagefolder``: ``root/<train_dir>/<class>/*.png|jpg`` and ``root/<test_dir>/<class>/...`` (class
+  folders searched recursively, like torchvision's ImageFolder), resized (shorter side) and
+  centre-cropped to ``im_size``.
 """
 from __future__ import annotations
 
@@ -476,36 +477,55 @@ def cifar100(root: Optional[str]) -> DataSplits:
 
 
 def _image_files(split_dir: Path, classes: Sequence[str]) -> list[tuple[Path, int]]:
-    """(file, label) in sorted (class, filename) order; hidden and non-image files are skipped."""
+    """(file, label) in sorted (class, path) order, searching each class folder recursively (as
+    torchvision's ImageFolder does, so Tiny ImageNet's ``train/<wnid>/images/`` is read); hidden files and
+    folders and non-image files are skipped."""
     out = []
     for label, cls in enumerate(classes):
+        top = split_dir / cls
         files = sorted(
-            p.name for p in (split_dir / cls).iterdir()
-            if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in _IMAGE_EXTENSIONS
+            p.relative_to(top) for p in top.rglob("*")
+            if p.is_file() and p.suffix.lower() in _IMAGE_EXTENSIONS
+            and not any(part.startswith(".") for part in p.relative_to(top).parts)
         )
-        out.extend((split_dir / cls / f, label) for f in files)
+        out.extend((top / f, label) for f in files)
     return out
 
 
-def _load_resized(files: Sequence[tuple[Path, int]], im_size: int, where: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Decode images into ONE preallocated (N,3,S,S) uint8 tensor: resize shorter side, centre-crop."""
+RESIZE_MODES = ("center-crop", "squash")
+
+
+def _fit(img, im_size: int, resize: str):
+    """``img`` (PIL, RGB) as ``im_size`` x ``im_size``: ``center-crop`` scales the shorter side to ``im_size``
+    and crops the centre; ``squash`` scales both sides to ``im_size`` (aspect ratio not kept)."""
     from PIL import Image
 
+    w, h = img.size
+    if resize == "squash":
+        return img if (w, h) == (im_size, im_size) else img.resize((im_size, im_size), Image.BILINEAR)
+    scale = im_size / min(w, h)
+    nw, nh = max(im_size, int(round(w * scale))), max(im_size, int(round(h * scale)))
+    if (nw, nh) != (w, h):
+        img = img.resize((nw, nh), Image.BILINEAR)
+    left, top = int(round((nw - im_size) / 2.0)), int(round((nh - im_size) / 2.0))
+    return img.crop((left, top, left + im_size, top + im_size))
+
+
+def _load_resized(files: Sequence[tuple[Path, int]], im_size: int, where: str, *, resize: str = "center-crop",
+                  progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Decode images into ONE preallocated (N,3,S,S) uint8 tensor, fitted by :func:`_fit` (``resize``)."""
+    from PIL import Image
+    from tqdm.auto import tqdm
+
+    if resize not in RESIZE_MODES:
+        raise DataError(f"{where}: resize must be one of {', '.join(RESIZE_MODES)}, got {resize!r}")
     n = len(files)
     pixels = torch.empty((n, 3, im_size, im_size), dtype=torch.uint8)
     labels = torch.empty(n, dtype=torch.long)
-    for i, (path, label) in enumerate(files):
+    for i, (path, label) in enumerate(tqdm(files, desc="images", unit="img", leave=False, disable=not progress)):
         try:
             with Image.open(path) as img:
-                img = img.convert("RGB")
-                w, h = img.size
-                scale = im_size / min(w, h)
-                nw, nh = max(im_size, int(round(w * scale))), max(im_size, int(round(h * scale)))
-                if (nw, nh) != (w, h):
-                    img = img.resize((nw, nh), Image.BILINEAR)
-                left, top = int(round((nw - im_size) / 2.0)), int(round((nh - im_size) / 2.0))
-                img = img.crop((left, top, left + im_size, top + im_size))
-                arr = np.array(img, dtype=np.uint8)  # writable copy
+                arr = np.array(_fit(img.convert("RGB"), im_size, resize), dtype=np.uint8)  # writable copy
         except Exception as exc:
             raise DataError(f"{where}: cannot read image {path} ({type(exc).__name__}: {exc})") from None
         pixels[i] = torch.from_numpy(arr).permute(2, 0, 1)

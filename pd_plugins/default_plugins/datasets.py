@@ -15,3 +15,7 @@ def register_datasets(register):
     register("cifar10", f"{_M}:cifar10", summary="CIFAR-10 via torchvision from a local --data-root (no download)")
     register("cifar100", f"{_M}:cifar100", summary="CIFAR-100 via torchvision from a local --data-root (no download)")
     register("imagefolder", f"{_M}:imagefolder", summary="ImageNet-style ROOT/train/<class>/ and ROOT/val/<class>/ folders")
+    for name, title in (("imagenette", "ImageNette"), ("imagewoof", "ImageWoof"), ("imagefruit", "ImageFruit"),
+                        ("imagemeow", "ImageMeow"), ("imagesquawk", "ImageSquawk"), ("imageyellow", "ImageYellow")):
+        register(name, f"pd_plugins.data.imagenet_subsets:{name}",
+                 summary=f"{title}, 10 ImageNet classes (MTT/GLaD), from `pd-run prepare subset {name}`'s file")
