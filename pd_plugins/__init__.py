@@ -13,9 +13,9 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-__version__ = "0.2.0"
-
-from pd_plugins import _compat  # noqa: E402
+from pd_plugins import _compat
+from pd_plugins._version import __version__
+from pd_plugins.pipeline import context as _context
 
 _compat.install()  # old flat module paths keep importing for one release, with a DeprecationWarning
 
@@ -96,6 +96,9 @@ def get_registry(kind: str):
     from pd_plugins.plugins import registries
 
     return registries()[kind]
+
+
+_context.use_process_registry(get_registry)  # a RunContext without registries uses the process-wide host's
 
 
 def list_pruners() -> list[str]:

@@ -274,7 +274,7 @@ class Host:
 
 
 def _own_version() -> str:
-    from pd_plugins import __version__
+    from pd_plugins._version import __version__
 
     return __version__
 

@@ -16,6 +16,18 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Optional
 
 
+#: ``kind -> registry`` of the process-wide plugin host, for contexts built without ``registries``.
+#: The ``pd_plugins`` package installs it on import (:func:`use_process_registry`), so this module,
+#: which strategies and hook specifications refer to, does not depend on the plugin host.
+_process_registry: Optional[Callable[[str], Any]] = None
+
+
+def use_process_registry(lookup: Callable[[str], Any]) -> None:
+    """Where contexts built without ``registries`` find a registry: ``lookup(kind)``."""
+    global _process_registry
+    _process_registry = lookup
+
+
 def derive_seed(seed: int, *key: Any) -> int:
     """A 63-bit seed derived from ``seed`` and a purpose key, stable across processes."""
     h = hashlib.sha256(repr((int(seed),) + tuple(str(k) for k in key)).encode()).digest()
@@ -87,12 +99,13 @@ class RunContext:
 
     # -- factories ----------------------------------------------------------------
     def registry(self, kind: str):
-        """The registry of ``kind`` of the host this run was created with."""
+        """The registry of ``kind`` of the host this run was created with (no ``registries``: the
+        process-wide host's)."""
         if self.registries is not None:
             return self.registries[kind]
-        from pd_plugins.plugins import registries
-
-        return registries()[kind]
+        if _process_registry is None:  # pragma: no cover - ``import pd_plugins`` installs it first
+            raise RuntimeError("RunContext has no registries and no process-wide host was installed")
+        return _process_registry(kind)
 
     def make_model(self, channels: int, num_classes: int, im_size, name: Optional[str] = None, **options):
         """Build a backbone from the model registry (``name`` defaults to the run's model)."""

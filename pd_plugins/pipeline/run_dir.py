@@ -51,7 +51,7 @@ def package_versions() -> dict:
     import kornia
     import torch
 
-    from pd_plugins import __version__
+    from pd_plugins._version import __version__
 
     return {"pd_plugins": __version__, "torch": torch.__version__, "kornia": kornia.__version__,
             "python": platform.python_version()}
