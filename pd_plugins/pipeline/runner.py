@@ -19,11 +19,9 @@ from pd_plugins.pipeline.context import RunContext
 from pd_plugins.pipeline.resolve import MODES, resolve_device, resolve_run  # noqa: F401  (re-exported)
 from pd_plugins.pipeline.run_dir import (  # noqa: F401  (ARTIFACTS, _logged_at_or_after, load_run_config: re-exported)
     ARTIFACTS, RunDirectory, _logged_at_or_after, default_out, load_run_config, package_versions)
-from pd_plugins.pipeline.stages import DistillStage, EvalStage, PruneStage, call_strategy
+from pd_plugins.pipeline.stages import STAGES, build_stages, call_strategy
 from pd_plugins.pipeline.summary import summarise
 from pd_plugins.training import allocator
-
-STAGES = ("prune", "distill", "eval")
 
 
 class Run:
@@ -51,8 +49,8 @@ class Run:
         self.pruner, self.distiller, self.evaluator = self.plan.strategies()
         self.dir = RunDirectory(cfg.out or default_out(cfg), overwrite=overwrite, lock_wait=lock_wait)
         self.out = self.dir.path
-        self.prune_stage, self.distill_stage, self.eval_stage = PruneStage(self), DistillStage(self), EvalStage(self)
-        self.stages = {s.name: s for s in (self.prune_stage, self.distill_stage, self.eval_stage)}
+        self.stages = build_stages(self)
+        self.prune_stage, self.distill_stage, self.eval_stage = self.stages.values()
         self._data = None
 
     def config_json(self) -> dict:

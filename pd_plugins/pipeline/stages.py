@@ -3,21 +3,28 @@
 A stage knows what it depends on (:meth:`Stage.key`, hashed into its fingerprint), how to
 compute its result, and how to save and load it through the result type. :meth:`Stage.get`
 loads a finished result (same fingerprint, artifact present) or computes, saves and marks it
-done. Each key nests the previous stage's, so a changed input invalidates everything after it.
+done. The stages own their order (:data:`PIPELINE`): each one's key nests its predecessor's, so a
+changed input invalidates everything after it.
 
-A stage works on a :class:`~pd_plugins.pipeline.runner.Run`: its config (``cfg``), resolved
-settings (``resolved``), strategies, data, contexts and run directory (``dir``).
+A stage works on a run (:class:`StageRun`: what :class:`~pd_plugins.pipeline.runner.Run` provides):
+its config (``cfg``), resolved settings (``resolved``), strategies, data, contexts and run
+directory (``dir``). This module does not import the runner; the runner builds its stages with
+:func:`build_stages`.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, ClassVar
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Optional, Protocol
 
 from pd_plugins.errors import DivergenceError, OptionsError, PdPluginsError, StrategyError
 from pd_plugins.types import DistillResult, PruneResult, sha256_json
 
 if TYPE_CHECKING:  # pragma: no cover
+    from pd_plugins.config import RunConfig
     from pd_plugins.pipeline.context import RunContext
-    from pd_plugins.pipeline.runner import Run
+    from pd_plugins.pipeline.resolve import ResolvedRun
+    from pd_plugins.pipeline.run_dir import RunDirectory
+    from pd_plugins.types import DataSplits
 
 
 def call_strategy(regs, kind: str, name: str, fn, *args, **kwargs):
@@ -31,14 +38,34 @@ def call_strategy(regs, kind: str, name: str, fn, *args, **kwargs):
         raise StrategyError(f"{kind} {name!r} ({entry.origin()}) failed: {type(exc).__name__}: {exc}") from exc
 
 
+class StageRun(Protocol):
+    """What a stage uses of its run."""
+
+    cfg: "RunConfig"
+    resolved: dict
+    plan: "ResolvedRun"
+    regs: dict
+    host: Any
+    dir: "RunDirectory"
+    out: Path
+    pruner: Any
+    distiller: Any
+    evaluator: Any
+
+    def data(self) -> "DataSplits": ...
+
+    def context(self, stage: str) -> "RunContext": ...
+
+
 class Stage:
-    """One step of the pipeline and its artifact in the run directory."""
+    """One step of the pipeline and its artifact in the run directory; ``previous`` is the stage before it."""
 
     name: ClassVar[str]
     result_type: ClassVar[Any] = None  # a result class with ``load(path)`` (PruneResult, DistillResult)
 
-    def __init__(self, run: "Run"):
+    def __init__(self, run: StageRun, previous: Optional["Stage"] = None):
         self.run = run
+        self.previous = previous
 
     @property
     def path(self):
@@ -111,7 +138,7 @@ class PruneStage(Stage):
         elif run.pruner is None:
             result = PruneResult(keep=torch.arange(len(train)), scores=None, pruner="none")
         else:
-            result = run._call("pruner", cfg.pruner, run.pruner.prune, train, run.resolved["keep"], ctx)
+            result = call_strategy(run.regs, "pruner", cfg.pruner, run.pruner.prune, train, run.resolved["keep"], ctx)
         kept_labels = train.hard_labels[result.keep]
         result.meta = {**result.meta,
                        "per_class_kept": torch.bincount(kept_labels, minlength=train.num_classes).tolist(),
@@ -136,7 +163,7 @@ class DistillStage(Stage):
 
     def key(self, data_fp: str) -> dict:
         run, cfg, r = self.run, self.run.cfg, self.run.resolved
-        key = {"prune": run.prune_stage.key(data_fp), "distiller": cfg.distiller, "ipc": cfg.ipc, "mode": cfg.mode,
+        key = {"prune": self.previous.key(data_fp), "distiller": cfg.distiller, "ipc": cfg.ipc, "mode": cfg.mode,
                "options": r["distiller_options"], "model": cfg.model, "model_options": r["model_options"],
                "augmentation": cfg.augmentation, "aug": r["augmentation_options"], "seed": cfg.seed,
                "precision": cfg.precision}
@@ -186,7 +213,8 @@ class DistillStage(Stage):
         data = pruned.apply(train) if cfg.mode == "pool" else train
         init_pool = self.init_pool(train, pruned)
         try:
-            result = run._call("distiller", cfg.distiller, run.distiller.distill, data, cfg.ipc, ctx, init_pool)
+            result = call_strategy(run.regs, "distiller", cfg.distiller, run.distiller.distill, data, cfg.ipc, ctx,
+                                   init_pool)
         except DivergenceError as exc:
             if exc.state is not None and exc.state.get("tensors"):  # last finite images or latents
                 atomic_torch_save({**exc.state["tensors"], "error": str(exc)}, run.out / "diverged.pt")
@@ -215,7 +243,7 @@ class EvalStage(Stage):
 
     def key(self, data_fp: str) -> dict:
         run = self.run
-        key = {"distill": run.distill_stage.key(data_fp), "evaluator": run.cfg.evaluator,
+        key = {"distill": self.previous.key(data_fp), "evaluator": run.cfg.evaluator,
                "options": run.resolved["evaluator_options"]}
         revision = run.evaluator.protocol_revision if run.evaluator is not None else 0
         if revision:  # a changed protocol makes results of the old code stale
@@ -238,7 +266,8 @@ class EvalStage(Stage):
     def compute(self, ctx, pruned, distilled) -> tuple:
         train_set, test, lr, what = self.inputs(pruned, distilled)
         run = self.run
-        result = run._call("evaluator", run.cfg.evaluator, run.evaluator.evaluate, train_set, test, ctx, lr=lr)
+        result = call_strategy(run.regs, "evaluator", run.cfg.evaluator, run.evaluator.evaluate, train_set, test, ctx,
+                               lr=lr)
         return result, what, len(train_set)
 
     def hook_result(self, result):
@@ -257,3 +286,18 @@ class EvalStage(Stage):
         from pd_plugins.io import read_json
 
         return read_json(self.path, "eval result")
+
+
+#: the stages of a run in pipeline order; each one's key nests its predecessor's
+PIPELINE = (PruneStage, DistillStage, EvalStage)
+#: their names, the order ``Run.execute`` takes stages in
+STAGES = tuple(cls.name for cls in PIPELINE)
+
+
+def build_stages(run: StageRun) -> dict[str, Stage]:
+    """``name -> stage`` of ``run``, in pipeline order, each stage linked to the one before it."""
+    stages: dict[str, Stage] = {}
+    previous = None
+    for cls in PIPELINE:
+        previous = stages[cls.name] = cls(run, previous)
+    return stages
