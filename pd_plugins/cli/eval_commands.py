@@ -101,11 +101,11 @@ def eval_cmd(ctx, run_dir, overwrite, as_json, no_progress, traceback, models, r
     with make_executor_from(params) as executor, driver_output(executor.kind):
         run = Run(cfg, executor=executor)
         if overwrite:
-            man = run.manifest()
-            man.get("stages", {}).pop("eval", None)
+            man = run.dir.manifest()
+            man.get("stages", {}).pop(run.eval_stage.name, None)
             from pd_plugins.io import atomic_write_json
 
-            atomic_write_json(run.manifest_path, man)
+            atomic_write_json(run.dir.manifest_path, man)
         summary = run.execute()
     print_summary(summary, as_json)
 

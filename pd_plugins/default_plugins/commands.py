@@ -31,7 +31,7 @@ def register_commands(cli):
                 # never marked done: a finished directory is reused, a different run refused
                 run.prepare_dir(("experts",))
                 train = run.data().train
-                pruned = run.run_prune(train.fingerprint())
+                pruned = run.prune_stage.get(train.fingerprint())
                 data = pruned.apply(train) if run.cfg.mode == "pool" else train
                 directory, trained = run.distiller.experts(data, run.context("experts"))
         print_summary({"experts_dir": str(directory), "experts": run.distiller.options.experts,

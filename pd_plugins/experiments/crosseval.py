@@ -15,21 +15,10 @@ import inspect
 import statistics
 from typing import Mapping, Sequence, Union
 
-from pd_plugins.errors import DataError, OptionsError
+from pd_plugins.errors import OptionsError
+from pd_plugins.experiments.finished_run import finished_stages, load_run
 from pd_plugins.io import atomic_write_json, atomic_write_text, read_json
 from pd_plugins.types import sha256_json
-
-
-def finished_stages(run):
-    """The run's pruned and distilled results; both stages must be finished."""
-    data_fp = run.data().train.fingerprint()
-    needed = [run.prune_stage] + ([run.distill_stage] if run.distiller is not None else [])
-    for stage in needed:
-        if not stage.done(data_fp):
-            raise DataError(f"{run.out} has no finished {stage.name} stage; run it first (pd-run --out {run.out} ...)")
-    pruned = run.prune_stage.load()
-    distilled = run.distill_stage.load() if run.distiller is not None else None
-    return data_fp, pruned, distilled
 
 
 def _one_repeat(ctx, evaluator, train_set, test, lr, model: str, repeat: int):
@@ -56,8 +45,9 @@ def cross_eval(run, models: Sequence[str], repeats: Union[int, Mapping[str, int]
     models = [run.regs["model"].get(m).name for m in models]  # unknown names fail here, with a hint
     counts = {run.regs["model"].get(m).name: n for m, n in counts.items()}
     data_fp, pruned, distilled = finished_stages(run)
-    train_set, test, lr, what = run.eval_inputs(pruned, distilled)
-    eval_fp = run.stage_fingerprint("eval", data_fp)
+    stage = run.eval_stage
+    train_set, test, lr, what = stage.inputs(pruned, distilled)
+    eval_fp = stage.fingerprint(data_fp)
     cache = run.out / "eval"
     items, todo = {}, []
     for model in models:
@@ -90,7 +80,7 @@ def cross_eval(run, models: Sequence[str], repeats: Union[int, Mapping[str, int]
     atomic_write_json(run.out / "eval.json", payload)
     atomic_write_text(run.out / "eval.md", markdown_table(payload["cross_arch"]))
     atomic_write_text(run.out / "eval.csv", csv_table(payload["cross_arch"]))
-    run._mark_done("eval", eval_fp)
+    run.dir.mark_done(stage.name, eval_fp)
     return payload
 
 
@@ -150,8 +140,6 @@ def eval_run_dir(run_dir, models: Sequence[str], repeats: Union[int, Mapping[str
                  progress: bool = False, executor=None) -> dict:
     """Load a run directory and cross-evaluate it (the body of ``pd-run eval --models``); the networks
     are tasks on ``executor`` (default: sequential)."""
-    from pd_plugins.experiments.reeval import load_run
-
     run = load_run(run_dir, progress=progress, executor=executor)
     with run.lock():
         return cross_eval(run, models, repeats, overwrite=overwrite)

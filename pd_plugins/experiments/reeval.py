@@ -18,22 +18,11 @@ from pathlib import Path
 from typing import Any, Optional
 
 from pd_plugins.errors import DataError, OptionsError, StageExistsError
+from pd_plugins.experiments.finished_run import finished_stages, load_run
 from pd_plugins.io import atomic_write_json, read_json
 from pd_plugins.types import sha256_json
 
 VARIANTS_DIR = "evals"
-
-
-def load_run(run_dir, *, progress: bool = False, executor=None):
-    """The :class:`~pd_plugins.pipeline.runner.Run` of an existing run directory (its independent
-    tasks on ``executor``; default: sequential)."""
-    from pd_plugins.pipeline.runner import Run, load_run_config
-
-    if not (Path(run_dir) / "config.json").exists():
-        raise DataError(f"{run_dir} is not a run directory (no config.json)")
-    cfg = load_run_config(run_dir)
-    cfg.out, cfg.progress = str(run_dir), progress
-    return Run(cfg, quiet=True, executor=executor)
 
 
 def resolve_variant(run, evaluator: Optional[str] = None, options: Optional[dict] = None,
@@ -71,13 +60,11 @@ def evaluate_variant(run_dir, *, evaluator: Optional[str] = None, options: Optio
     An existing identical evaluation raises :class:`StageExistsError` unless ``overwrite``
     (recompute it) or ``reuse`` (return it).
     """
-    from pd_plugins.experiments.crosseval import finished_stages
-
     run = load_run(run_dir, progress=progress)
     name, ev, opts = resolve_variant(run, evaluator, options, eval_repeats)
     data_fp, pruned, distilled = finished_stages(run)
-    stage = "distill" if distilled is not None else "prune"
-    artifact = {"stage": stage, "file": f"{stage}.pt", "fingerprint": run.stage_fingerprint(stage, data_fp)}
+    stage = run.distill_stage if distilled is not None else run.prune_stage
+    artifact = {"stage": stage.name, "file": stage.path.name, "fingerprint": stage.fingerprint(data_fp)}
     revision = ev.protocol_revision
     fp = sha256_json({"evaluator": name, "options": opts, "revision": revision, "artifact": artifact})
     path = variant_path(run.out, name, fp)
@@ -85,16 +72,16 @@ def evaluate_variant(run_dir, *, evaluator: Optional[str] = None, options: Optio
         if reuse and read_json(path, "evaluation").get("fingerprint") == fp:
             return read_json(path, "evaluation")
         raise StageExistsError(f"{path} already holds this evaluation; use --overwrite to recompute it")
-    train_set, test, lr, what = run.eval_inputs(pruned, distilled)
+    train_set, test, lr, what = run.eval_stage.inputs(pruned, distilled)
     result = run._call("evaluator", name, ev.evaluate, train_set, test, run.context("eval"), lr=lr)
     payload = {"evaluated": what, "train_size": len(train_set), "results": [result.to_json()], "fingerprint": fp,
                "evaluator": name, "options": opts, "revision": revision, "artifact": artifact,
                "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
     atomic_write_json(path, payload)
-    man = run.manifest()
+    man = run.dir.manifest()
     man.setdefault("evaluations", {})[str(path.relative_to(run.out))] = {
         "fingerprint": fp, "evaluator": name, "finished": payload["finished"]}
-    atomic_write_json(run.manifest_path, man)
+    atomic_write_json(run.dir.manifest_path, man)
     return payload
 
 
