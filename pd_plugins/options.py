@@ -17,11 +17,17 @@ from typing import Any, Literal, Mapping, Optional, Union, get_args, get_origin
 from pd_plugins.errors import OptionsError
 
 
-def option(default: Any, help: str = "", **kw) -> Any:
-    """A dataclass field with a help string shown by ``pd-run show``."""
+def option(default: Any, help: str = "", *, recorded_at_default: bool = True, **kw) -> Any:
+    """A dataclass field with a help string shown by ``pd-run show``.
+
+    ``recorded_at_default=False`` is for an option added after runs were written: at its default it is
+    left out of :func:`as_dict` (the recorded, fingerprinted options), so those runs keep their
+    fingerprints and still resume; any other value is recorded.
+    """
+    meta = {"help": help} if recorded_at_default else {"help": help, "omit_at_default": True}
     if isinstance(default, (list, dict, set)):
-        return dataclasses.field(default_factory=lambda: type(default)(default), metadata={"help": help}, **kw)
-    return dataclasses.field(default=default, metadata={"help": help}, **kw)
+        return dataclasses.field(default_factory=lambda: type(default)(default), metadata=meta, **kw)
+    return dataclasses.field(default=default, metadata=meta, **kw)
 
 
 def _resolved_types(cls) -> dict[str, Any]:
@@ -208,8 +214,14 @@ def fold_dotted(values: Optional[Mapping[str, Any]], mapping_fields: set[str]) -
 
 
 def as_dict(options) -> dict:
-    """Options dataclass to a JSON-able dict (tuples become lists)."""
-    return json.loads(json.dumps(dataclasses.asdict(options), default=str))
+    """Options dataclass to a JSON-able dict (tuples become lists); options declared with
+    ``recorded_at_default=False`` are left out while they hold their default."""
+    out = json.loads(json.dumps(dataclasses.asdict(options), default=str))
+    for f in dataclasses.fields(options):
+        if f.metadata.get("omit_at_default") and f.default is not dataclasses.MISSING \
+                and getattr(options, f.name) == f.default:
+            out.pop(f.name, None)
+    return out
 
 
 def describe(cls) -> list[dict]:

@@ -47,9 +47,19 @@ VARIANT_FLAGS = ("evaluator", "evaluator_option", "eval_repeats")  # with RUN_DI
 @click.option("--models", default=None, metavar="A,B,..",
               help="cross-architecture evaluation: train these models (e.g. convnet,alexnet,vgg11,resnet18,vit).")
 @click.option("--repeats", type=int, default=None, help="fresh networks per model for --models (default 5).")
+@click.option("--metrics", default=None, metavar="robust|hlr,ior,lrs,ars",
+              help="DD-Ranking's label- and augmentation-robust scores of the run's set (docs/evaluation.md); "
+                   "the evaluator settings come from the run, --evaluator, -E and --eval-repeats.")
+@click.option("--real-pool", type=click.Choice(["full", "pruned"]), default="full", show_default=True,
+              help="with --metrics: the real pool of Acc_real-hard (the full training split or the pruned set).")
+@click.option("--lrs-weight", type=click.FloatRange(0.0, 1.0), default=0.5, show_default=True,
+              help="with --metrics: LRS's weight w of IOR.")
+@click.option("--ars-weight", type=click.FloatRange(0.0, 1.0), default=0.5, show_default=True,
+              help="with --metrics: ARS's weight γ of the augmented difference.")
 @executor_flags
 @click.pass_context
-def eval_cmd(ctx, run_dir, overwrite, as_json, no_progress, traceback, models, repeats, **params):
+def eval_cmd(ctx, run_dir, overwrite, as_json, no_progress, traceback, models, repeats, metrics, real_pool,
+             lrs_weight, ars_weight, **params):
     """Evaluate the distilled (or pruned) set of a run directory, or an outside set (--images).
 
     With --models/--repeats: a cross-architecture table (eval.json `cross_arch`, eval.md,
@@ -58,11 +68,27 @@ def eval_cmd(ctx, run_dir, overwrite, as_json, no_progress, traceback, models, r
     With --evaluator, -E or --eval-repeats: a re-evaluation of the run's set with those settings
     (e.g. -E use_learned_lr=false), written to RUN_DIR/evals/<evaluator>-<hash>.json beside the
     run's own eval.json, which stays as it is.
+
+    With --metrics robust: HLR, IOR, LRS and ARS (DD-Ranking) from the run's set, random real
+    subsets of the same ipc and the real pool, all under the same evaluator settings; summary in
+    RUN_DIR/robust/robust-<hash>.json, finished networks under RUN_DIR/robust/networks/ are reused.
     """
     from click.core import ParameterSource
 
     show_traceback(ctx, traceback)
     variant = [k for k in VARIANT_FLAGS if ctx.get_parameter_source(k) not in (ParameterSource.DEFAULT, None)]
+    robust_only = [k for k in ("real_pool", "lrs_weight", "ars_weight")
+                   if ctx.get_parameter_source(k) not in (ParameterSource.DEFAULT, None)]
+    if metrics is None and robust_only:
+        raise click.UsageError(f"--{robust_only[0].replace('_', '-')} applies to --metrics only")
+    if metrics is not None:
+        if run_dir is None or params["images"] is not None:
+            raise click.UsageError("--metrics needs a RUN_DIR (not --images)")
+        if models is not None or repeats is not None:
+            raise click.UsageError("--metrics does not combine with --models/--repeats")
+        _robust(ctx, run_dir, metrics, params, variant, real_pool, lrs_weight, ars_weight, overwrite, as_json,
+                no_progress)
+        return
     if (models is not None or repeats is not None) and params["images"] is None:
         if run_dir is None:
             raise click.UsageError("--models/--repeats need a RUN_DIR")
@@ -108,6 +134,32 @@ def eval_cmd(ctx, run_dir, overwrite, as_json, no_progress, traceback, models, r
             atomic_write_json(run.dir.manifest_path, man)
         summary = run.execute()
     print_summary(summary, as_json)
+
+
+def _robust(ctx, run_dir, metrics, params, given, pool, w, gamma, overwrite, as_json, no_progress) -> None:
+    """`pd-run eval RUN_DIR --metrics ...`: the robust scores, printed as two tables (or JSON)."""
+    from click.core import ParameterSource
+
+    from pd_plugins.errors import OptionsError
+    from pd_plugins.experiments.robust import markdown, parse_metrics, robust_eval
+    from pd_plugins.options import parse_key_values
+
+    others = [k for k in IMPORT_FLAGS if k not in VARIANT_FLAGS
+              and ctx.get_parameter_source(k) not in (ParameterSource.DEFAULT, None)]
+    if others:
+        raise click.UsageError(f"--{others[0].replace('_', '-')} applies to --images only; a run directory keeps its config")
+    try:
+        which = parse_metrics(metrics)
+    except OptionsError as exc:
+        raise click.UsageError(str(exc)) from None
+    with make_executor_from(params) as executor, driver_output(executor.kind):
+        payload = robust_eval(
+            run_dir, which, evaluator=params["evaluator"] if "evaluator" in given else None,
+            options=parse_key_values(params["evaluator_option"], flag="--evaluator-option"),
+            eval_repeats=params["eval_repeats"], pool=pool, w=w, gamma=gamma, overwrite=overwrite,
+            progress=not no_progress and sys.stderr.isatty(), executor=executor)
+    click.echo(json.dumps(payload, indent=2) if as_json else markdown(payload) + f"\nwrote {payload['path']}",
+               nl=True)
 
 
 def _reevaluate(run_dir: str, params: dict, given: list, overwrite: bool, no_progress: bool) -> dict:

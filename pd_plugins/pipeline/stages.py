@@ -263,11 +263,20 @@ class EvalStage(Stage):
         what = "pruned" if run.pruner is not None or run.cfg.subset else "full"
         return pruned.apply(splits.train), splits.test, None, what
 
+    def real_split(self, distilled):
+        """The real training split in the evaluated set's space (whitened when the set was distilled so): what
+        an evaluator with ``labels=teacher`` trains its teacher on."""
+        from pd_plugins.data.zca import in_set_space
+
+        return in_set_space(self.run.data().train, distilled.zca if distilled is not None else None)
+
     def compute(self, ctx, pruned, distilled) -> tuple:
+        from pd_plugins.training.teacher import teacher_inputs
+
         train_set, test, lr, what = self.inputs(pruned, distilled)
         run = self.run
         result = call_strategy(run.regs, "evaluator", run.cfg.evaluator, run.evaluator.evaluate, train_set, test, ctx,
-                               lr=lr)
+                               lr=lr, **teacher_inputs(run.evaluator, lambda: self.real_split(distilled)))
         return result, what, len(train_set)
 
     def hook_result(self, result):

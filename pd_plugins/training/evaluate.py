@@ -18,9 +18,10 @@ re-created (momentum reset).
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Callable, Literal, Optional
 
 import torch
 import torch.nn.functional as F
@@ -55,14 +56,16 @@ def accuracy(net: torch.nn.Module, data: ImageDataset, device: str, batch: int =
 def train_network(net, train: ImageDataset, ctx, *, epochs: int, lr: float, momentum: float, weight_decay: float,
                   batch: int, decay_epoch: Optional[int], augmenter, generator: torch.Generator, desc: str = "train",
                   lr_factor: Optional[Callable[[int], float]] = None, after_epoch: Optional[Callable[[], None]] = None,
-                  on_batch=None):
+                  on_batch=None, teacher=None):
     """Train ``net`` on ``train`` for ``epochs`` passes; returns the final training loss.
 
     ``decay_epoch``: the first (0-based) pass at ``lr * 0.1``, with the optimiser re-created.
     ``lr_factor(epoch)``: the lr of each pass is ``lr * lr_factor(epoch)`` (momentum kept), as a
     per-epoch torch LR scheduler sets it. ``after_epoch`` runs after every pass (e.g. an EMA update).
     ``on_batch(positions, logits, labels)``, when given, sees every training batch's logits before
-    its update (e.g. to count forgetting events).
+    its update (e.g. to count forgetting events). ``teacher`` (a :class:`~pd_plugins.training.teacher.Teacher`)
+    relabels every augmented batch with its softened predictions, and the loss compares them with the
+    student's logits at the same temperature, times T^2 (SRe2L/RDED); the set's own labels are then unused.
     """
     device = ctx.device
     x_all = train.images(None, device)
@@ -90,7 +93,11 @@ def train_network(net, train: ImageDataset, ctx, *, epochs: int, lr: float, mome
             logits = accel.forward(net, x, ctx)
             if on_batch is not None:
                 on_batch(idx, logits.detach(), y)
-            loss = soft_cross_entropy(logits.float(), y)
+            if teacher is not None:  # x T^2 keeps the gradient scale of T = 1 (Hinton et al.)
+                t = teacher.temperature
+                loss = soft_cross_entropy(logits.float() / t, teacher.targets(x)) * t * t
+            else:
+                loss = soft_cross_entropy(logits.float(), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -145,6 +152,28 @@ def glad_lr_factor(epoch: int, epochs: int) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * (epoch - half - 1) / half))
 
 
+def labels_option():
+    return option("own", "training targets: own (the set's labels, soft when the distiller learned them), hard "
+                  "(their argmax) or teacher (a teacher's softened predictions on every augmented batch, SRe2L/RDED)",
+                  recorded_at_default=False)
+
+
+def teacher_temperature_option():
+    return option(4.0, "with labels=teacher: the temperature T of the teacher's and the student's softmax",
+                  recorded_at_default=False)
+
+
+def teacher_epochs_option():
+    return option(50, "with labels=teacher: epochs the teacher trains on the real training split (cached)",
+                  recorded_at_default=False)
+
+
+def check_label_options(opts) -> None:
+    """Shared checks of the label options (``validate`` of every evaluator that has them)."""
+    if opts.teacher_temperature <= 0 or opts.teacher_epochs < 1:
+        raise ValueError("teacher_temperature must be > 0 and teacher_epochs >= 1")
+
+
 class StepEvaluator(Evaluator):
     """DSA/DM protocol (``dsa-step``, the recommended default ``dsa-step-1000``).
 
@@ -167,10 +196,14 @@ class StepEvaluator(Evaluator):
         augment: bool = option(True, "independent DSA on every training batch")
         use_learned_lr: bool = option(True, "train with the distiller's learned lr (MTT) when it has one")
         repeats: int = option(5, "fresh networks per set (overridden by --eval-repeats)")
+        labels: Literal["own", "hard", "teacher"] = labels_option()
+        teacher_temperature: float = teacher_temperature_option()
+        teacher_epochs: int = teacher_epochs_option()
 
         def validate(self):
             if self.epochs < 1 or self.batch < 1 or self.repeats < 1:
                 raise ValueError("epochs, batch and repeats must be >= 1")
+            check_label_options(self)
 
     budgets = {"quick": {"epochs": 300, "repeats": 3}}
 
@@ -186,38 +219,55 @@ class StepEvaluator(Evaluator):
         passes, decay = step_schedule(self.options.epochs)
         return {"passes": passes, "decay_from_pass": decay}
 
-    def train_one(self, net, train, ctx, *, lr: float, augmenter, generator, desc: str):
+    def train_one(self, net, train, ctx, *, lr: float, augmenter, generator, desc: str, teacher=None):
         """Train ``net``; returns ``(network to test, final training loss)``."""
         opts = self.options
         passes, decay = step_schedule(opts.epochs)
         loss = train_network(net, train, ctx, epochs=passes, lr=lr, momentum=opts.momentum,
                              weight_decay=opts.weight_decay, batch=opts.batch, decay_epoch=decay,
-                             augmenter=augmenter, generator=generator, desc=desc)
+                             augmenter=augmenter, generator=generator, desc=desc, teacher=teacher)
         return net, loss
 
-    def evaluate(self, train, test, ctx, *, lr=None, model=None, repeats=None, repeat_index=None):
-        """Train ``repeats`` fresh nets (or only repeat number ``repeat_index``, seeded as in a full run)."""
+    def targets(self, train: ImageDataset, ctx, model: Optional[str], real: Optional[ImageDataset]):
+        """``(training set, teacher or None, label mode used)`` under the ``labels`` option."""
+        opts = self.options
+        if opts.labels == "teacher":
+            from pd_plugins.training.teacher import load_teacher
+
+            teacher = load_teacher(real, ctx, model=model, epochs=opts.teacher_epochs,
+                                   temperature=opts.teacher_temperature)
+            return train, teacher, f"teacher (T={opts.teacher_temperature:g})"
+        if opts.labels == "hard" and train.soft:
+            return dataclasses.replace(train, labels=train.hard_labels), None, "hard (argmax of soft)"
+        return train, None, "soft" if train.soft else "hard"
+
+    def evaluate(self, train, test, ctx, *, lr=None, model=None, repeats=None, repeat_index=None, real=None):
+        """Train ``repeats`` fresh nets (or only repeat number ``repeat_index``, seeded as in a full run).
+
+        ``real``: the real training split in the set's space, which ``labels=teacher`` trains its teacher on."""
         opts = self.options
         model_name = model or ctx.model
         rate, source = self.learning_rate(lr, model_name)
+        train, teacher, labels_used = self.targets(train, ctx, model, real)
         n_rep = int(repeats or opts.repeats)
         from pd_plugins.executor import run_tasks
 
         reps = list(range(n_rep) if repeat_index is None else [int(repeat_index)])
         total = n_rep if repeat_index is None else "-"
         done = dict(run_tasks(ctx, _step_repeat, [(r, (r,)) for r in reps],
-                              shared=(self, train, test, rate, model, total)))
+                              shared=(self, train, test, rate, model, total, teacher)))
         losses = [done[r][0] for r in reps]
         accs = [done[r][1] for r in reps]
         return EvalResult(
             protocol=self.name, model=model_name, accs=accs,
-            options={**as_dict(opts), "lr_used": rate, "lr_source": source, "repeats": len(accs)},
+            options={**as_dict(opts), "lr_used": rate, "lr_source": source, "repeats": len(accs),
+                     "labels_used": labels_used},
             meta={"final_train_loss": losses, "schedule": self.schedule()},
         )
 
 
 def _step_repeat(ctx, evaluator: StepEvaluator, train: ImageDataset, test: ImageDataset, rate: float,
-                 model: Optional[str], total, r: int) -> tuple[float, float]:
+                 model: Optional[str], total, teacher, r: int) -> tuple[float, float]:
     """Network ``r`` of a step-family protocol (one executor task): ``(final train loss, test accuracy)``.
 
     Seeded by ``(model, r)`` only, so a repeat gives the same network inline, in a pool or on Ray."""
@@ -227,7 +277,7 @@ def _step_repeat(ctx, evaluator: StepEvaluator, train: ImageDataset, test: Image
         net = ctx.make_model(train.channels, train.num_classes, train.im_size, name=model)
     tested, loss = evaluator.train_one(net, train, ctx, lr=rate, augmenter=aug,
                                        generator=ctx.generator("eval-train", model_name, r),
-                                       desc=f"eval {model_name} {r + 1}/{total}")
+                                       desc=f"eval {model_name} {r + 1}/{total}", teacher=teacher)
     return loss, accuracy(tested, test, ctx.device)
 
 
@@ -295,12 +345,16 @@ class GladEvaluator(StepEvaluator):
         augment: bool = option(True, "independent DSA on every training batch")
         ema_decay: float = option(0.995, "the EMA's decay cap (beta)")
         repeats: int = option(5, "fresh networks per set (overridden by --eval-repeats)")
+        labels: Literal["own", "hard", "teacher"] = labels_option()
+        teacher_temperature: float = teacher_temperature_option()
+        teacher_epochs: int = teacher_epochs_option()
 
         def validate(self):
             if self.epochs < 2 or self.batch < 1 or self.repeats < 1:
                 raise ValueError("epochs must be >= 2 (warm-up and cosine halves), batch and repeats >= 1")
             if not 0.0 <= self.ema_decay < 1.0:
                 raise ValueError("ema_decay must be in [0, 1)")
+            check_label_options(self)
 
     budgets = {"quick": {"epochs": 300, "repeats": 3}}
 
@@ -313,7 +367,7 @@ class GladEvaluator(StepEvaluator):
     def schedule(self) -> dict:
         return {"passes": self.options.epochs, "warmup_epochs": self.options.epochs // 2, "ema": True}
 
-    def train_one(self, net, train, ctx, *, lr: float, augmenter, generator, desc: str):
+    def train_one(self, net, train, ctx, *, lr: float, augmenter, generator, desc: str, teacher=None):
         from torch.optim.swa_utils import AveragedModel
 
         opts = self.options
@@ -329,5 +383,5 @@ class GladEvaluator(StepEvaluator):
                              weight_decay=opts.weight_decay, batch=opts.batch, decay_epoch=None,
                              augmenter=augmenter, generator=generator, desc=desc,
                              lr_factor=lambda ep: glad_lr_factor(ep, opts.epochs),
-                             after_epoch=lambda: ema.update_parameters(net))
+                             after_epoch=lambda: ema.update_parameters(net), teacher=teacher)
         return ema.module, loss

@@ -1,0 +1,1 @@
+"""Development tools that check the package itself (not part of the public API)."""
