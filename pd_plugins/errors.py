@@ -1,4 +1,5 @@
-"""Exception hierarchy. The CLI prints any :class:`PdPluginsError` as one line and exits 1."""
+"""Exception hierarchy. The CLI prints any :class:`PdPluginsError` as one line and exits with its ``exit_code``
+(1; 2 for a device this machine does not have, like a usage error; 3 for a strict plugin failure)."""
 from __future__ import annotations
 
 
@@ -26,6 +27,13 @@ class OptionsError(PdPluginsError, ValueError):
     """An unknown option key, or a value that does not coerce to the option's type."""
 
 
+class DeviceError(OptionsError):
+    """A ``--device`` this machine does not have (unknown name, no CUDA, no such index): a usage
+    error, exit 2 as for a malformed flag."""
+
+    exit_code = 2
+
+
 class DataError(PdPluginsError, ValueError):
     """Missing, malformed or inconsistent input data, checkpoints or caches."""
 
@@ -43,6 +51,11 @@ class DivergenceError(StrategyError):
     def __init__(self, message: str, state=None):
         super().__init__(message)
         self.state = state
+
+
+class DeviceMemoryError(StrategyError):
+    """A strategy ran out of device memory; the message names the options that lower it and what
+    was kept (a distillation's last checkpoint)."""
 
 
 class StageExistsError(PdPluginsError):

@@ -44,6 +44,9 @@ class Strategy:
     name: ClassVar[str] = ""
     Options: ClassVar[type] = NoOptions
     budgets: ClassVar[dict[str, dict[str, Any]]] = {}
+    memory_options: ClassVar[tuple[str, ...]] = ()
+    """Options that lower the strategy's peak device memory, most effective first: the host names
+    them when a run of it runs out of memory (:meth:`memory_flags`)."""
 
     def __init__(self, options=None):
         self.options = options if options is not None else self.Options()
@@ -75,6 +78,11 @@ class Strategy:
 
     def check_inputs(self) -> None:
         """Check the files and folders the options name (raise DataError), before a run directory exists."""
+
+    def memory_flags(self) -> list[str]:
+        """The ``pd-run`` flags that lower this strategy's device memory (:attr:`memory_options`)."""
+        flag = {"pruner": "-P", "distiller": "-D", "evaluator": "-E"}.get(self.kind(), "-D")
+        return [f"{flag} {name}" for name in self.memory_options]
 
 
 #: the pipeline modes a pruner may declare as its paper's (``Pruner.paper_mode``)
@@ -171,6 +179,10 @@ class Distiller(Strategy):
     @classmethod
     def kind(cls) -> str:
         return "distiller"
+
+    def memory_flags(self) -> list[str]:
+        """The options' memory knobs, then ``--ipc`` (the synthetic set itself)."""
+        return super().memory_flags() + ["--ipc"]
 
     @classmethod
     def recommended_keep_for(cls, options) -> Optional[float]:

@@ -58,13 +58,15 @@ def tiny_splits(classes: int = 3, per_class: int = 10, test_per_class: int = 4, 
 
 
 def make_context(work_dir, *, seed: int = 0, stage: str = "check", **values):
-    """A CPU :class:`~pd_plugins.RunContext` writing under ``work_dir`` (checkpoints, a score cache)."""
+    """A :class:`~pd_plugins.RunContext` writing under ``work_dir`` (checkpoints, a score cache); on the
+    CPU unless ``values`` name a ``device``."""
     from pd_plugins.pipeline.context import RunContext
 
     work_dir = Path(work_dir)
     values.setdefault("model_options", dict(TINY_MODEL))
     values.setdefault("cache_dir", work_dir / "cache")
-    return RunContext(seed=seed, device="cpu", work_dir=work_dir, stage=stage, **values)
+    values.setdefault("device", "cpu")
+    return RunContext(seed=seed, work_dir=work_dir, stage=stage, **values)
 
 
 # ----------------------------------------------------------------------------------------------

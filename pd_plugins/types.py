@@ -7,7 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, Optional, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Optional, Protocol, Sequence
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -89,16 +89,22 @@ class ImageDataset:
     # -- access ----------------------------------------------------------------
     def images(self, idx=None, device=None) -> "torch.Tensor":
         """Normalised float32 images at positions ``idx`` (all when None), on ``device``."""
-        import torch
-
         x = self.pixels if idx is None else self.pixels[idx]
         if device is not None:
             x = x.to(device, non_blocking=True)
+        return self.normaliser(x.device)(x)
+
+    def normaliser(self, device) -> "Callable[[torch.Tensor], torch.Tensor]":
+        """A function from stored pixels on ``device`` (any batch of them) to normalised float32 images;
+        its constants are moved to the device once, so a loop calling it copies nothing per batch."""
+        import torch
+
         if self.normalized:
-            return x.float()
-        mean = torch.tensor(self.mean, dtype=torch.float32, device=x.device).view(1, -1, 1, 1)
-        std = torch.tensor(self.std, dtype=torch.float32, device=x.device).view(1, -1, 1, 1)
-        return (x.float() / self.pixel_max - mean) / std
+            return lambda raw: raw.float()
+        mean = torch.tensor(self.mean, dtype=torch.float32).view(1, -1, 1, 1).to(device)
+        std = torch.tensor(self.std, dtype=torch.float32).view(1, -1, 1, 1).to(device)
+        scale = float(self.pixel_max)
+        return lambda raw: (raw.float() / scale - mean) / std
 
     def to_unit(self, images: "torch.Tensor") -> "torch.Tensor":
         """Map normalised images back to [0, 1] pixel space (not clamped)."""

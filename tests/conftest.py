@@ -15,6 +15,39 @@ pytest_plugins = ["pd_plugins.testing"]  # the plugin authors' kit: tiny_dataset
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
+def pytest_addoption(parser):
+    parser.addoption("--device", default="cpu",
+                     help="device of the tests marked `device` (cpu, cuda, cuda:N; default cpu): "
+                          "`pytest -m device --device cuda` runs them on a GPU (benchmarks/gpu_check.py, docs/gpu.md)")
+
+
+def pytest_configure(config):
+    requested = config.getoption("--device")
+    if requested != "cpu":  # a device this machine lacks is a usage error, not a run of skipped tests
+        from pd_plugins.errors import DeviceError
+        from pd_plugins.training.device import check_device
+
+        try:
+            check_device(requested)
+        except DeviceError as exc:
+            raise pytest.UsageError(f"--device {requested}: {exc}") from None
+
+
+@pytest.fixture(scope="session")
+def _device_configured(request):
+    from pd_plugins.training.device import configure
+
+    requested = request.config.getoption("--device")
+    configure(requested)  # what pd-run does: deterministic kernels on CUDA
+    return requested
+
+
+@pytest.fixture
+def device(_device_configured):
+    """The device of a test marked ``@pytest.mark.device``: ``--device`` (cpu unless given)."""
+    return _device_configured
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _threads():
     from pd_plugins.training.allocator import keep_freed_memory

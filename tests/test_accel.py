@@ -27,7 +27,8 @@ def tiny(digits_splits):
 
 
 def _ctx(tmp_path, **kw):
-    return RunContext(seed=0, device="cpu", work_dir=tmp_path / "run", cache_dir=tmp_path / "cache",
+    kw.setdefault("device", "cpu")
+    return RunContext(seed=0, work_dir=tmp_path / "run", cache_dir=tmp_path / "cache",
                       model_options={"width": 8}, stage="distill", **kw)
 
 
@@ -130,16 +131,17 @@ def _dm_curve(tiny, tmp_path, host, **ctx_kw):
     return torch.tensor(losses), res.images
 
 
-def test_dm_bf16_and_compiled_follow_fp32(monkeypatch, tiny, tmp_path, host):
+@pytest.mark.device
+def test_dm_bf16_and_compiled_follow_fp32(monkeypatch, tiny, tmp_path, host, device):
     """DM loss curve over 5 iterations: compiled (aot_eager) within 1e-4 relative of fp32 eager, bf16
-    within 10% relative per iteration; the synthetic images stay fp32."""
-    ref, img = _dm_curve(tiny, tmp_path / "a", host)
+    (CUDA autocast on a GPU) within 10% relative per iteration; the synthetic images stay fp32."""
+    ref, img = _dm_curve(tiny, tmp_path / "a", host, device=device)
     assert len(ref) == 5 and img.dtype == torch.float32
     monkeypatch.setattr(accel, "BACKEND", "aot_eager")
-    comp, _ = _dm_curve(tiny, tmp_path / "b", host, compile=True)
+    comp, _ = _dm_curve(tiny, tmp_path / "b", host, compile=True, device=device)
     assert torch.allclose(comp, ref, rtol=1e-4)
-    if accel.cpu_supports_bf16():
-        bf, img_bf = _dm_curve(tiny, tmp_path / "c", host, precision="bf16")
+    if accel.resolve_precision("bf16", device)[0] == "bf16":
+        bf, img_bf = _dm_curve(tiny, tmp_path / "c", host, precision="bf16", device=device)
         assert img_bf.dtype == torch.float32
         rel = ((bf - ref).abs() / ref.abs()).max()
         assert 0 < rel < 0.10, rel

@@ -104,10 +104,12 @@ def test_shapes_preserved(op, real):
     assert aug(x1, g).shape == x1.shape
 
 
+@pytest.mark.device
 @pytest.mark.parametrize("op", OPS)
-def test_siamese_identity_bitwise(op, real):
+def test_siamese_identity_bitwise(op, real, device):
     aug = DSA(strategy=op)
     g = gen(7)
+    real = real.to(device)
     for _ in range(25):
         syn = real[:5].clone().requires_grad_()
         ra, sa = aug.pair(real, syn, g)
@@ -139,11 +141,13 @@ def test_shared_params_broadcast_like_repeated(real):
         torch.testing.assert_close(aug.apply(x, p), aug.apply(x, rep))
 
 
+@pytest.mark.device
 @pytest.mark.parametrize("op", OPS)
-def test_gradients_reach_syn(op, real):
+def test_gradients_reach_syn(op, real, device):
     aug = DSA(strategy=op)
-    g = gen(2)
-    w = torch.randn(5, 3, 32, 32, generator=gen(9))
+    g = gen(2)  # a host generator drives the device's augmentation
+    real = real.to(device)
+    w = torch.randn(5, 3, 32, 32, generator=gen(9)).to(device)
     for _ in range(5):
         syn = real[:5].clone().requires_grad_()
         _, sa = aug.pair(real, syn, g)
@@ -201,9 +205,10 @@ def test_rotate_identical_images_differ():
 # ----------------------------------------------------------------- determinism
 
 
-def test_same_seed_same_output_different_seed_differs(real):
+@pytest.mark.device
+def test_same_seed_same_output_different_seed_differs(real, device):
     aug = dsa()
-    x = real[:32]
+    x = real[:32].to(device)
 
     def run(seed):
         g = gen(seed)

@@ -37,17 +37,19 @@ def test_every_builtin_is_covered(host):
     assert set(reg["distiller"].names()) - set(DISTILLERS) == {"ld3m"}  # needs a diffusers prior: test_generative
 
 
+@pytest.mark.device
 @pytest.mark.parametrize("name", sorted(PRUNERS))
-def test_builtin_pruner_conforms(host, name):
-    report = check_pruner(host.registries()["pruner"].load(name), PRUNERS[name])
+def test_builtin_pruner_conforms(host, name, device):
+    report = check_pruner(host.registries()["pruner"].load(name), PRUNERS[name], context={"device": device})
     assert {"options", "contracts", "result", "determinism"} <= set(report.checked)
     if name != "random":  # trained scorers cache their scores; random ones are not worth caching
         assert "score cache" in report.checked
 
 
+@pytest.mark.device
 @pytest.mark.parametrize("name", sorted(DISTILLERS))
-def test_builtin_distiller_conforms(host, name):
-    report = check_distiller(host.registries()["distiller"].load(name), DISTILLERS[name])
+def test_builtin_distiller_conforms(host, name, device):
+    report = check_distiller(host.registries()["distiller"].load(name), DISTILLERS[name], context={"device": device})
     assert {"options", "contracts", "result", "determinism"} <= set(report.checked)
     if name in ("dm", "dc", "dsa", "mtt", "glad"):
         assert "resume" in report.checked  # their loops checkpoint, so a killed run must resume exactly

@@ -234,3 +234,32 @@ def test_bad_metric_flags_are_usage_errors(host, tiny_run):
     assert weight.exit_code == 2 and "--lrs-weight" in weight.output
     models = invoke("eval", tiny_run, "--metrics", "lrs", "--models", "convnet")
     assert models.exit_code == 2 and "does not combine" in models.output
+
+
+def test_sweep_and_report_add_the_robust_columns(host, tmp_path, monkeypatch):
+    monkeypatch.setenv("PD_CACHE_DIR", str(tmp_path / "cache"))
+    sweep_file = tmp_path / "tiny.yaml"
+    sweep_file.write_text(
+        "name: tiny\ngrid: {seed: [0, 1]}\n"
+        "fixed: {pruner: random, keep: 0.5, distiller: dm, ipc: 2, distiller_options: {iterations: 2},\n"
+        "        evaluator_options: {epochs: 1}, eval_repeats: 2}\n")
+    out = tmp_path / "sweep"
+    res = invoke("sweep", sweep_file, "--out", out, "--metrics", "ior", "--no-progress")
+    assert res.exit_code == 0, res.stderr + res.output
+    assert res.output.count("robust   ") == 2 and "computed: IOR" in res.output
+    cells = sorted((out / "cells").iterdir())
+    per_cell = [json.loads(next((c / "robust").glob("robust-*.json")).read_text())["scores"]["ior"]["mean"]
+                for c in cells]
+    again = invoke("sweep", sweep_file, "--out", out, "--metrics", "ior", "--no-progress")
+    assert again.exit_code == 0 and again.output.count("stored: IOR") == 2  # nothing retrained
+
+    rep = invoke("report", out, "--metrics", "ior,lrs")
+    assert rep.exit_code == 0, rep.stderr + rep.output
+    assert "## Robust scores" in rep.output and "| 0 (2 without) |" in rep.output  # no cell has LRS yet
+    rep = invoke("report", out, "--metrics", "ior")
+    table = rep.output.split("## Robust scores")[1]
+    row = next(line for line in table.splitlines() if line.startswith("| digits"))
+    mean, std = np.mean(per_cell), np.std(per_cell, ddof=1)
+    assert f"{100 * mean:.2f} ± {100 * std:.2f}" in row and "| 2 | hard |" in row
+    csv_text = (out / "report" / "robust.csv").read_text().splitlines()
+    assert csv_text[0].endswith("ior_mean,ior_std") and float(csv_text[1].split(",")[-2]) == pytest.approx(mean)

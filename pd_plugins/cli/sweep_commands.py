@@ -29,8 +29,11 @@ from pd_plugins.paths import PathParam
               help="torch threads per cell (default: 1 in workers, torch's own inline).")
 @click.option("--json", "as_json", is_flag=True, help="print the sweep summary as JSON.")
 @click.option("--no-progress", is_flag=True)
+@click.option("--metrics", default=None, metavar="robust|hlr,ior,lrs,ars",
+              help="then compute DD-Ranking's robust scores in every finished cell (pd-run eval RUN --metrics; "
+                   "stored scores are reused); pd-run report --metrics tabulates them.")
 def sweep_cmd(sweep_file, out, workers, executor, address, cpus_per_cell, gpus_per_cell, memory_per_cell, threads,
-              as_json, no_progress):
+              as_json, no_progress, metrics):
     """Run a grid of runs (pruner x keep x distiller x ipc x seed x dataset); skips finished cells."""
     from pd_plugins.executor import Resources
     from pd_plugins.experiments.sweep import Sweep, run_sweep
@@ -38,6 +41,7 @@ def sweep_cmd(sweep_file, out, workers, executor, address, cpus_per_cell, gpus_p
     if address and executor != "ray":
         raise OptionsError("--address needs --executor ray")
     sweep = Sweep.load(sweep_file)
+    which = _metrics(metrics)
     target = out or sweep.out or f"runs/sweep-{sweep.name}"
     resources = Resources(cpus=cpus_per_cell, gpus=gpus_per_cell, memory_gb=memory_per_cell, threads=threads)
     with driver_output(executor):
@@ -50,8 +54,41 @@ def sweep_cmd(sweep_file, out, workers, executor, address, cpus_per_cell, gpus_p
             extra = f"  {cell['error']}" if cell.get("status") == "failed" else ""
             click.echo(f"{cell.get('status', 'pending'):<8} {cell['id']}{extra}")
         click.echo(f"{target}: " + ", ".join(f"{v} {k}" for k, v in summary["counts"].items()))
-    if summary["counts"].get("failed"):
+    failed = bool(summary["counts"].get("failed"))
+    if which:
+        failed |= _robust_cells(target, which, executor, workers, address, resources, as_json)
+    if failed:
         sys.exit(1)
+
+
+def _metrics(text):
+    """The robust scores ``--metrics`` names (None when not given); a bad list is a usage error."""
+    if text is None:
+        return None
+    from pd_plugins.experiments.robust import parse_metrics
+
+    try:
+        return parse_metrics(text)
+    except OptionsError as exc:
+        raise click.UsageError(str(exc)) from None
+
+
+def _robust_cells(target, which, executor, workers, address, resources, as_json) -> bool:
+    """`pd-run sweep --metrics`: the robust scores of every finished cell, its networks on the sweep's
+    executor; returns whether a cell failed."""
+    from pd_plugins.executor import make_executor
+    from pd_plugins.experiments.robust_report import robust_cells
+
+    with make_executor(executor, workers=workers, address=address, resources=resources) as ex, driver_output(executor):
+        records = robust_cells(target, which, executor=ex)
+    if as_json:
+        click.echo(json.dumps({"robust": records}, indent=2))
+    else:
+        for r in records:
+            detail = r["error"] if r["status"] == "failed" else \
+                ", ".join(f"{k.upper()} {100 * v:.2f}" for k, v in r["scores"].items())
+            click.echo(f"robust   {r['id']}  {r['status']}: {detail}")
+    return any(r["status"] == "failed" for r in records)
 
 
 @click.command("report")
@@ -60,14 +97,16 @@ def sweep_cmd(sweep_file, out, workers, executor, address, cpus_per_cell, gpus_p
               help="report the cells' re-evaluations with this evaluator (pd-run eval RUN --evaluator).")
 @click.option("-E", "--evaluator-option", "evaluator_option", multiple=True, metavar="KEY=VALUE",
               help="report the cells' re-evaluations with this option (pd-run eval RUN -E KEY=VALUE).")
-def report_cmd(sweep_dir, evaluator, evaluator_option):
+@click.option("--metrics", default=None, metavar="robust|hlr,ior,lrs,ars",
+              help="add a table of the cells' stored robust scores (pd-run eval RUN --metrics, pd-run sweep --metrics).")
+def report_cmd(sweep_dir, evaluator, evaluator_option, metrics):
     """Tables (Markdown + CSV), plots and Welch's t-tests over a sweep directory."""
     from pd_plugins.experiments.report import write_report
     from pd_plugins.options import parse_key_values
 
     options = parse_key_values(evaluator_option, flag="--evaluator-option")
     selector = {"evaluator": evaluator, "options": options} if evaluator or options else None
-    rep = write_report(sweep_dir, selector)
+    rep = write_report(sweep_dir, selector, metrics=_metrics(metrics))
     click.echo((Path(rep["dir"]) / "report.md").read_text())
     plots = "".join(f", {Path(p).name}" for p in rep["plots"])
     click.echo(f"wrote {rep['dir']}: report.md, report.csv, cells.csv{plots}")

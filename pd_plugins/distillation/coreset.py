@@ -59,6 +59,8 @@ class NetworkOptions:
 class TrainedCoreset(CoresetDistiller):
     """A selection that starts from a network trained on the whole pool."""
 
+    memory_options = ("batch",)
+
     Options = NetworkOptions
     budgets = {"quick": {"epochs": 20}}
 

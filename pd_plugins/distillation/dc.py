@@ -148,6 +148,7 @@ class DC(Distiller):
 
     name = "dc"
     recommended_keep = 0.6  # Moser et al.: DC peaks with 60-80% easy samples kept
+    memory_options = ("batch_real", "batch_train")
     default_init = "noise"
     augment = False
 

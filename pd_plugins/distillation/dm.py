@@ -71,6 +71,7 @@ class DM(Distiller):
 
     name = "dm"
     recommended_keep = 0.2  # Moser et al.: DM peaks with 20% easy samples kept
+    memory_options = ("batch_real",)
 
     @classmethod
     def uses_real_init(cls, options) -> bool:

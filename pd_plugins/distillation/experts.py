@@ -18,6 +18,7 @@ import torch
 
 from pd_plugins.pipeline.context import RunContext
 from pd_plugins.errors import DataError, OptionsError
+from pd_plugins.training.device import device_key
 from pd_plugins.training.evaluate import TrainRecipe
 from pd_plugins.types import ImageDataset, sha256_json
 
@@ -31,7 +32,8 @@ def flat_params(net: torch.nn.Module) -> torch.Tensor:
 
 
 def expert_key(data: ImageDataset, ctx: RunContext, recipe: ExpertRecipe, zca=None) -> dict:
-    """Everything an expert trajectory depends on (``zca``: the transform ``data`` was whitened with)."""
+    """Everything an expert trajectory depends on (``zca``: the transform ``data`` was whitened with; the
+    device type, so a CPU run never reuses trajectories a GPU trained: docs/gpu.md)."""
     return {
         **({"zca": zca.identity()} if zca is not None else {}),
         "data": data.fingerprint(), "size": len(data), "model": ctx.model, "model_options": ctx.model_options,
@@ -39,7 +41,7 @@ def expert_key(data: ImageDataset, ctx: RunContext, recipe: ExpertRecipe, zca=No
         "optimiser": {"name": "sgd", "lr": recipe.lr, "momentum": recipe.momentum,
                       "weight_decay": recipe.weight_decay, "batch": recipe.batch, "epochs": recipe.epochs},
         "augmentation": {"name": ctx.augmentation, "options": ctx.augmentation_options} if recipe.augment else None,
-        "precision": ctx.precision, "seed": ctx.seed,
+        "precision": ctx.precision, "seed": ctx.seed, **device_key(ctx.device),
     }
 
 

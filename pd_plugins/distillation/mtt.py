@@ -137,7 +137,7 @@ class TrajectoryObjective(Objective):
         plan = []
         for _ in range(self.syn_steps):
             if not chunks:
-                chunks = list(torch.randperm(n, generator=g).to(images.device).split(bs))
+                chunks = list(torch.randperm(n, generator=g).to(images.device, non_blocking=True).split(bs))
             idx = chunks.pop(0)
             params = self.aug.sample(int(idx.shape[0]), g) if self.aug is not None else None
             plan.append((idx, params))
@@ -156,8 +156,8 @@ class TrajectoryObjective(Objective):
         expert = self.expert_for(it)
         traj = self.trajectory(expert)
         s = int(torch.randint(0, self.max_start_epoch, (1,), generator=g))
-        start = traj[s].to(images.device)
-        target = traj[s + self.expert_epochs].to(images.device)
+        start = traj[s].to(images.device, non_blocking=True)  # host trajectories: no wait for the device
+        target = traj[s + self.expert_epochs].to(images.device, non_blocking=True)
         plan = self._plan(images, g)
         if self.memory == "constant":
             return self._constant_loss(images, plan, start, target), {"start_epoch": s, "expert": expert}
@@ -236,6 +236,8 @@ class MTT(Distiller):
 
     name = "mtt"
     recommended_keep = 0.6  # Moser et al.: MTT peaks with 60-80% easy samples kept
+    # the unroll holds syn_steps graphs of batch_syn images (memory=constant holds one); experts train at expert_batch
+    memory_options = ("batch_syn", "syn_steps", "expert_batch")
 
     @classmethod
     def uses_real_init(cls, options) -> bool:

@@ -168,7 +168,7 @@ def run_iteration(objective: Objective, images: torch.Tensor, optimiser: Synthet
         loss.backward()
         optimiser.step()
         objective.after_step(images.detach(), it, s)
-        total += float(loss.detach())
+        total = total + loss.detach().double()  # summed on the device: the loop reads it once an iteration
         metrics.update(extra_metrics)
     metrics["loss"] = total / n
     return metrics

@@ -13,15 +13,22 @@ from pd_plugins.types import ImageDataset
 
 
 class RealPool:
-    """Per-class access to a real dataset, normalised per batch on the run's device."""
+    """Per-class access to a real dataset, normalised per batch on the run's device.
+
+    The pixels stay in their stored dtype (uint8 for real sets) where the loop reads them -- on the
+    device when they fit, else gathered per batch through pinned host memory
+    (:class:`~pd_plugins.training.device.DevicePixels`); class positions and the permutations drawn
+    from the CPU generator stay on the host.
+    """
 
     def __init__(self, data: ImageDataset, device: str = "cpu"):
+        from pd_plugins.training.device import DevicePixels
+
         self.data = data
         self.device = device
-        self.pixels = data.pixels.to(device)
-        self.classes = [idx.to(device) for idx in data.by_class()]
-        self._mean = torch.tensor(data.mean, dtype=torch.float32, device=device).view(1, -1, 1, 1)
-        self._std = torch.tensor(data.std, dtype=torch.float32, device=device).view(1, -1, 1, 1)
+        self.source = DevicePixels(data.pixels, device)
+        self.classes = data.by_class()
+        self.normalise = data.normaliser(device)  # stored pixels on the device -> normalised float32
 
     @property
     def num_classes(self) -> int:
@@ -30,25 +37,20 @@ class RealPool:
     def count(self, c: int) -> int:
         return int(self.classes[c].numel())
 
-    def normalise(self, raw: torch.Tensor) -> torch.Tensor:
-        if self.data.normalized:
-            return raw.float()
-        return (raw.float() / self.data.pixel_max - self._mean) / self._std
-
     def positions(self, c: int, n: int, generator: torch.Generator) -> torch.Tensor:
-        """Positions of the first ``n`` entries of a fresh random permutation of class ``c``."""
+        """Positions (on the host) of the first ``n`` entries of a fresh random permutation of class ``c``."""
         idx = self.classes[c]
         if idx.numel() == 0:
             raise DataError(f"class {c} has no real samples in the pool")
         perm = torch.randperm(idx.numel(), generator=generator)[: min(n, idx.numel())]
-        return idx[perm.to(idx.device)]
+        return idx[perm]
 
     def sample(self, c: int, n: int, generator: torch.Generator) -> torch.Tensor:
-        """``n`` random real images of class ``c`` (all of them if the class is smaller)."""
-        return self.normalise(self.pixels[self.positions(c, n, generator)])
+        """``n`` random real images of class ``c`` (all of them if the class is smaller), on the device."""
+        return self.normalise(self.source.take(self.positions(c, n, generator)))
 
     def labels_of(self, positions: torch.Tensor) -> torch.Tensor:
-        return self.data.hard_labels.to(self.device)[positions]
+        return self.data.hard_labels[positions.cpu()].to(self.device)
 
 
 def class_major_labels(num_classes: int, ipc: int, device="cpu") -> torch.Tensor:
@@ -100,7 +102,8 @@ def iterate(
     with :class:`DivergenceError` carrying the last finite state (from ``get_state``); so does
     a ``positive`` metric (e.g. MTT's learned lr) that drops to zero or below.
     Checkpoints hold ``get_state()`` plus the iteration and history; since every random draw
-    is keyed by the iteration number, a resumed run equals an uninterrupted one.
+    is keyed by the iteration number, a resumed run equals an uninterrupted one. Scalar metrics
+    may stay on the device inside ``step``: they are read here, once an iteration.
     """
     start = 0
     history: list[dict] = []
@@ -112,7 +115,8 @@ def iterate(
     ctx.rewind_log(start)  # rows a killed run logged past its last checkpoint are logged again below
     last_good = get_state() if start < total else None
     for it in ctx.progress(range(start, total), total=total, initial=start, desc=desc):
-        metrics = step(it)
+        # the iteration's one read from the device: the step keeps its metrics there until now
+        metrics = {k: v.item() if isinstance(v, torch.Tensor) and v.numel() == 1 else v for k, v in step(it).items()}
         bad = [k for k in watch if k in metrics and not check_finite(k, metrics[k])]
         bad += [k for k in positive if k in metrics and k not in bad and not float(metrics[k]) > 0]
         if bad:

@@ -15,7 +15,7 @@ import json
 import re
 import statistics
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 from pd_plugins.errors import DataError
 from pd_plugins.io import atomic_path, atomic_write_text, read_json
@@ -252,9 +252,31 @@ def plot_bars(groups: list[dict], path: Path) -> Optional[Path]:
     return path
 
 
-def write_report(sweep_dir, evaluation: Optional[dict] = None) -> dict:
+ROBUST_HEAD = ["dataset", "distiller", "ipc", "setting", "mode", "other"]
+
+
+def robust_section(root: Path, rows: list[dict], groups: list[dict], metrics, out: Path) -> list[str]:
+    """Report lines of the robust scores per setting (``pd-run report --metrics``); writes ``robust.csv``."""
+    from pd_plugins.experiments import robust_report
+
+    cells: dict[tuple, list[str]] = {}
+    for r in rows:
+        cells.setdefault(_group_key(r), []).append(r["cell"])
+    settings = [([g["dataset"], g["distiller"], str(g["ipc"]), _setting(g), g["mode"],
+                  ",".join(f"{k}={v}" for k, v in g["other"].items()) or "-"], cells[_group_key(g)]) for g in groups]
+    table = robust_report.robust_groups(root, settings, metrics)
+    atomic_write_text(out / "robust.csv", to_csv(robust_report.csv_rows(table, metrics),
+                                                 robust_report.csv_header(ROBUST_HEAD, metrics)))
+    return ["## Robust scores (DD-Ranking)", "",
+            "Mean ± std over each setting's cells of their robust scores (`pd-run eval RUN --metrics`; "
+            "docs/evaluation.md): HLR and IOR in pp, LRS and ARS in % (neutral 26.89 %). Labels: the label mode "
+            "of Acc_syn-any.", "", robust_report.markdown(table, metrics, ROBUST_HEAD), ""]
+
+
+def write_report(sweep_dir, evaluation: Optional[dict] = None, metrics: Optional[Sequence[str]] = None) -> dict:
     """Write report.md, report.csv, cells.csv and the PNG plots into ``SWEEP_DIR/report`` (for a selected
-    re-evaluation: ``SWEEP_DIR/report-<selector>``)."""
+    re-evaluation: ``SWEEP_DIR/report-<selector>``); with ``metrics`` (robust scores such as ``("hlr", "lrs")``)
+    also a table of the cells' stored robust scores and ``robust.csv``."""
     root = Path(sweep_dir)
     rows = collect(root, evaluation)
     groups = aggregate(rows)
@@ -268,7 +290,8 @@ def write_report(sweep_dir, evaluation: Optional[dict] = None) -> dict:
           + ".", "",
           f"{len(rows)} finished cells, {len(groups)} settings. Accuracy = mean ± std "
           "over seeds (%); Δ and Welch's t-test against the unpruned setting of the same dataset/distiller/ipc.", "",
-          markdown(groups), ""] + [f"![{p.stem}]({p.name})" for p in plots]
+          markdown(groups), ""] + (robust_section(root, rows, groups, metrics, out) if metrics else []) \
+        + [f"![{p.stem}]({p.name})" for p in plots]
     atomic_write_text(out / "report.md", "\n".join(md) + "\n")
     atomic_write_text(out / "report.csv", to_csv(
         [[g["dataset"], g["distiller"], g["ipc"], g["pruner"], g["keep"], json.dumps(g["window"]),

@@ -49,6 +49,7 @@ class RunContext:
     augmentation_options: dict = field(default_factory=dict)
     precision: str = "fp32"
     compile: bool = False
+    channels_last: bool = False  # networks in channels-last layout (a CUDA fast path; measured by benchmarks/gpu_check.py)
     checkpoint_every: int = 0
     on_log: Optional[Callable[[int, dict], None]] = None
     on_rewind: Optional[Callable[[int], None]] = None
@@ -59,7 +60,8 @@ class RunContext:
 
     # -- randomness --------------------------------------------------------------
     def generator(self, *key: Any, device: Optional[str] = None):
-        """A fresh ``torch.Generator`` seeded from the run seed and ``key``."""
+        """A fresh ``torch.Generator`` seeded from the run seed and ``key``; on the CPU unless ``device``
+        says otherwise, so a seed draws the same numbers on every device (docs/gpu.md)."""
         import torch
 
         g = torch.Generator(device=device or "cpu")
@@ -112,7 +114,11 @@ class RunContext:
         factory = self.registry("model").load(name or self.model)
         net = factory(channels=channels, num_classes=num_classes, im_size=tuple(im_size),
                       **self.model_options_for(name, options))
-        return net.to(self.device)
+        if self.channels_last:
+            import torch
+
+            return net.to(self.device, memory_format=torch.channels_last, non_blocking=True)
+        return net.to(self.device, non_blocking=True)  # built on the host (same init on every device), copied over
 
     def model_options_for(self, name: Optional[str] = None, options: Optional[dict] = None) -> dict:
         """The options :meth:`make_model` builds ``name`` with: the run's own model keeps the run's

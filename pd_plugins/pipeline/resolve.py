@@ -21,16 +21,15 @@ MODE_CHOICES = ("auto",) + MODES
 
 
 def resolve_device(device: str) -> str:
-    """``auto`` -> cuda when available, else cpu; a CUDA device without CUDA is an OptionsError."""
+    """``auto`` -> cuda when available, else cpu; a device this machine does not have (an unknown name,
+    CUDA without CUDA, an index beyond its GPUs) is a one-line DeviceError (exit 2)."""
     import torch
+
+    from pd_plugins.training.device import check_device
 
     if device in (None, "", "auto"):
         return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise OptionsError(f"device {device!r} requested but CUDA is not available")
-    if device not in ("cpu",) and not device.startswith("cuda"):
-        raise OptionsError(f"unknown device {device!r}; use auto, cpu or cuda[:i]")
-    return device
+    return check_device(device)
 
 
 def subset_hash(cfg: RunConfig) -> Optional[str]:

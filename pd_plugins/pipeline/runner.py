@@ -132,8 +132,11 @@ class Run:
 
     def prepare_dir(self, stages: tuple[str, ...]) -> None:
         """Create the run directory, or check that an existing one may be resumed."""
+        from pd_plugins.training import device
+
         self.dir.prepare(stages, self.config_json(),
                          {"versions": package_versions(), "malloc": allocator.current(),
+                          "device": {**device.describe(self.device), **device.configure(self.device)},
                           "plugins": self.host.plugin_list(include_builtin=True)})
 
     # -- whole run ---------------------------------------------------------------------------
@@ -145,7 +148,10 @@ class Run:
         """
         import torch
 
+        from pd_plugins.training import device
+
         allocator.keep_freed_memory()  # before the first large tensor: see pd_plugins.training.allocator
+        device.configure(self.device)  # before the first CUDA work: deterministic kernels (docs/gpu.md)
         devices = [torch.device(self.device).index or 0] if self.device.startswith("cuda") else []
         with self.lock(), torch.random.fork_rng(devices=devices):
             torch.manual_seed(self.cfg.seed)

@@ -16,7 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Optional, Protocol
 
-from pd_plugins.errors import DivergenceError, OptionsError, PdPluginsError, StrategyError
+from pd_plugins.errors import DeviceMemoryError, DivergenceError, OptionsError, PdPluginsError, StrategyError
 from pd_plugins.types import DistillResult, PruneResult, sha256_json
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -28,14 +28,35 @@ if TYPE_CHECKING:  # pragma: no cover
 
 
 def call_strategy(regs, kind: str, name: str, fn, *args, **kwargs):
-    """Call a strategy's method; unexpected exceptions become a one-line StrategyError naming its origin."""
+    """Call a strategy's method; unexpected exceptions become a one-line StrategyError naming its origin,
+    and a failed device allocation a DeviceMemoryError naming the strategy's memory options."""
+    from pd_plugins.training.device import allocation_failure, is_out_of_memory
+
     try:
         return fn(*args, **kwargs)
     except PdPluginsError:
         raise
     except Exception as exc:
+        if is_out_of_memory(exc):
+            strategy = getattr(fn, "__self__", None)
+            flags = strategy.memory_flags() if hasattr(strategy, "memory_flags") else []
+            lower = f"; lower {', '.join(flags[:-1])} or {flags[-1]}" if len(flags) > 1 else (
+                f"; lower {flags[0]}" if flags else "")
+            raise DeviceMemoryError(f"{kind} {name!r} ran out of device memory ({allocation_failure(exc)}){lower}") \
+                from exc
         entry = regs[kind].get(name)
         raise StrategyError(f"{kind} {name!r} ({entry.origin()}) failed: {type(exc).__name__}: {exc}") from exc
+
+
+def checkpoint_note(ctx: "RunContext") -> str:
+    """What a failed stage left to resume from: its last checkpoint (kept), or that there is none."""
+    path = ctx.checkpoint_path
+    if path is None or not path.exists():
+        return f"no checkpoint was written (--checkpoint-every {ctx.checkpoint_every})"
+    from pd_plugins.io import safe_torch_load
+
+    iteration = safe_torch_load(path, what=f"{ctx.stage} checkpoint").get("iteration")
+    return f"its last checkpoint (iteration {iteration}) is kept in {path}: the same command resumes from it"
 
 
 class StageRun(Protocol):
@@ -97,14 +118,18 @@ class Stage:
         return result
 
     def get(self, data_fp: str, *inputs) -> Any:
-        """The finished result if the run directory holds it, else compute, save and mark it done."""
+        """The finished result if the run directory holds it, else compute, save and mark it done
+        (the manifest entry records the stage's peak CUDA memory on a GPU)."""
+        from pd_plugins.training.device import PeakMemory
+
         fp = self.fingerprint(data_fp)
         if self.run.dir.stage_done(self.name, fp):
             return self.load()
         ctx = self.run.context(self.name)
-        result = self.compute(ctx, *inputs)
+        with PeakMemory(self.run.plan.device) as peak:
+            result = self.compute(ctx, *inputs)
         value = self.save(result, fp)
-        self.run.dir.mark_done(self.name, fp)
+        self.run.dir.mark_done(self.name, fp, peak.record())
         self.run.host.pm.hook.on_stage_end(stage=self.name, result=self.hook_result(result), context=ctx)
         return value
 
@@ -219,6 +244,8 @@ class DistillStage(Stage):
             if exc.state is not None and exc.state.get("tensors"):  # last finite images or latents
                 atomic_torch_save({**exc.state["tensors"], "error": str(exc)}, run.out / "diverged.pt")
             raise
+        except DeviceMemoryError as exc:  # the checkpoint stays where a rerun of the same command resumes
+            raise DeviceMemoryError(f"{exc}; {checkpoint_note(ctx)}") from exc.__cause__
         result.meta = {**result.meta, "mode": cfg.mode, "pool_size": len(data), "init_pool_size": len(init_pool)}
         if cfg.mode == "init":  # these samples are the initial synthetic images
             result.meta["init_source_index"] = init_pool.index.tolist()

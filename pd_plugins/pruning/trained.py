@@ -46,6 +46,7 @@ class TrainedScorePruner(ScorePruner):
 
     statistic = "loss"
     purpose = ""
+    memory_options = ("batch", "score_batch")
 
     def train_epochs(self) -> int:
         return int(self.options.epochs)

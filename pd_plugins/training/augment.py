@@ -69,7 +69,7 @@ class AugParams:
         return 0
 
     def to(self, device: torch.device | str) -> "AugParams":
-        return AugParams(self.op, {k: v.to(device) for k, v in self.values.items()})
+        return AugParams(self.op, {k: v.to(device, non_blocking=True) for k, v in self.values.items()})
 
 
 def _check_generator(generator: torch.Generator) -> None:
@@ -319,10 +319,10 @@ class DSA(Augmenter):
     @staticmethod
     def _color(x: torch.Tensor, v: dict[str, torch.Tensor]) -> torch.Tensor:
         dev, dt = x.device, x.dtype
-        s = v["saturation"].to(dev, dt).view(-1, 1, 1, 1)
-        c = v["contrast"].to(dev, dt).view(-1, 1, 1, 1)
+        s = v["saturation"].to(dev, dt, non_blocking=True).view(-1, 1, 1, 1)
+        c = v["contrast"].to(dev, dt, non_blocking=True).view(-1, 1, 1, 1)
         # brightness: x + (U - 0.5) * brightness  (kornia, no clipping)
-        x = adjust_brightness(x, v["brightness"].to(dev, dt), clip_output=False)
+        x = adjust_brightness(x, v["brightness"].to(dev, dt, non_blocking=True), clip_output=False)
         # saturation (x - m) * s + m, m = per-pixel mean over channels, written as
         # x * s + m * (1 - s) so only one full-size tensor is allocated
         m = x.mean(dim=1, keepdim=True)
@@ -347,14 +347,15 @@ class DSA(Augmenter):
         sx, sy = _half_round(self.crop * w), _half_round(self.crop * h)
         wp = w + 2 * sx
         padded = F.pad(x, (sx, sx, sy, sy)).flatten(2)  # (B, C, (H+2sy)*(W+2sx))
-        rows = torch.arange(h, device=x.device) + sy - shifts[:, 1:2].to(x.device)  # (B, H)
-        cols = torch.arange(w, device=x.device) + sx - shifts[:, 0:1].to(x.device)  # (B, W)
+        shifts = shifts.to(x.device, non_blocking=True)
+        rows = torch.arange(h, device=x.device) + sy - shifts[:, 1:2]  # (B, H)
+        cols = torch.arange(w, device=x.device) + sx - shifts[:, 0:1]  # (B, W)
         idx = (rows[:, :, None] * wp + cols[:, None, :]).view(b, 1, h * w).expand(b, c, h * w)
         return torch.gather(padded, 2, idx).view(b, c, h, w)
 
     def _cutout(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         _, _, h, w = x.shape
-        box = self.cutout_boxes(u, h, w).to(x.device)  # (P, 4)
+        box = self.cutout_boxes(u, h, w).to(x.device, non_blocking=True)  # (P, 4)
         ys = torch.arange(h, device=x.device)
         xs = torch.arange(w, device=x.device)
         in_y = (ys >= box[:, 1:2]) & (ys < box[:, 3:4])  # (P, H)
@@ -366,7 +367,7 @@ class DSA(Augmenter):
     def _flip(x: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
         if flip.shape[0] == 1:  # shared: one decision for the whole batch
             return hflip(x) if bool(flip[0]) else x
-        return torch.where(flip.to(x.device).view(-1, 1, 1, 1), hflip(x), x)
+        return torch.where(flip.to(x.device, non_blocking=True).view(-1, 1, 1, 1), hflip(x), x)
 
     @staticmethod
     def _warp(x: torch.Tensor, angle: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
@@ -374,8 +375,10 @@ class DSA(Augmenter):
         _, _, h, w = x.shape
         dt = x.dtype
         p = angle.shape[0]
-        center = torch.tensor([(w - 1) / 2.0, (h - 1) / 2.0], device=x.device, dtype=dt).expand(p, 2)
-        m = get_rotation_matrix2d(center, angle.to(x.device, dt), scale.to(x.device, dt))  # (P, 2, 3), pixel coords
+        # the parameters come from a host generator: copied without waiting for the device
+        center = torch.tensor([(w - 1) / 2.0, (h - 1) / 2.0], dtype=dt).to(x.device, non_blocking=True).expand(p, 2)
+        angle, scale = angle.to(x.device, dt, non_blocking=True), scale.to(x.device, dt, non_blocking=True)
+        m = get_rotation_matrix2d(center, angle, scale)  # (P, 2, 3), pixel coords
         return warp_affine(x, m, (h, w), mode="bilinear", padding_mode="zeros", align_corners=True)
 
     def _scale(self, x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:

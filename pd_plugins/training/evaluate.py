@@ -42,15 +42,15 @@ def soft_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tens
 
 @torch.no_grad()
 def accuracy(net: torch.nn.Module, data: ImageDataset, device: str, batch: int = 1024) -> float:
-    """Top-1 accuracy of ``net`` on ``data`` (eval mode, batched)."""
+    """Top-1 accuracy of ``net`` on ``data`` (eval mode, batched; counted on the device, read once)."""
     net.eval()
-    correct = 0
-    y_all = data.hard_labels
+    normalise = data.normaliser(device)
+    y_all = data.hard_labels.to(device)
+    correct = torch.zeros((), dtype=torch.long, device=y_all.device)
     for start in range(0, len(data), batch):
-        idx = torch.arange(start, min(start + batch, len(data)))
-        x = data.images(idx, device)
-        correct += int((net(x).argmax(1).cpu() == y_all[idx]).sum())
-    return correct / max(len(data), 1)
+        x = normalise(data.pixels[start:start + batch].to(device, non_blocking=True))
+        correct += (net(x).argmax(1) == y_all[start:start + batch]).sum()
+    return int(correct) / max(len(data), 1)
 
 
 def train_network(net, train: ImageDataset, ctx, *, epochs: int, lr: float, momentum: float, weight_decay: float,
@@ -67,10 +67,13 @@ def train_network(net, train: ImageDataset, ctx, *, epochs: int, lr: float, mome
     relabels every augmented batch with its softened predictions, and the loss compares them with the
     student's logits at the same temperature, times T^2 (SRe2L/RDED); the set's own labels are then unused.
     """
+    from pd_plugins.training.device import DevicePixels
+
     device = ctx.device
-    x_all = train.images(None, device)
+    source = DevicePixels(train.pixels, device)  # on the device when they fit, else pinned batches
+    normalise = train.normaliser(device)
     y_all = train.labels.to(device)
-    n = x_all.shape[0]
+    n = len(train)
 
     def make_opt(rate):
         return torch.optim.SGD(net.parameters(), lr=rate, momentum=momentum, weight_decay=weight_decay)
@@ -84,10 +87,11 @@ def train_network(net, train: ImageDataset, ctx, *, epochs: int, lr: float, mome
             for group in opt.param_groups:
                 group["lr"] = lr * lr_factor(ep)
         net.train()
-        perm = torch.randperm(n, generator=generator).to(device)
+        perm = torch.randperm(n, generator=generator)  # drawn on the host: the same order on every device
+        perm_device = perm.to(device, non_blocking=True)
         for start in range(0, n, batch):
-            idx = perm[start:start + batch]
-            x, y = x_all[idx], y_all[idx]
+            idx = perm_device[start:start + batch]
+            x, y = normalise(source.take(perm[start:start + batch])), y_all[idx]
             if augmenter is not None:
                 x = augmenter(x, generator)
             logits = accel.forward(net, x, ctx)
@@ -101,10 +105,10 @@ def train_network(net, train: ImageDataset, ctx, *, epochs: int, lr: float, mome
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            last = float(loss.detach())
+            last = loss.detach()  # read once at the end: a read per batch would wait for the device
         if after_epoch is not None:
             after_epoch()
-    return last
+    return float(last)
 
 
 @dataclass(frozen=True)
@@ -184,6 +188,7 @@ class StepEvaluator(Evaluator):
     """
 
     name = "dsa-step"
+    memory_options = ("batch",)
     protocol_revision = 2  # 2: E + 1 passes and the decay after pass E//2 + 1, as in the reference code
 
     @dataclass(frozen=True)

@@ -20,10 +20,12 @@ from pd_plugins.types import ImageDataset, sha256_json
 
 
 def prior_key(data: ImageDataset, ctx, settings: dict) -> dict:
-    """Everything the trained prior depends on."""
+    """Everything the trained prior depends on (the device type too: docs/gpu.md)."""
+    from pd_plugins.training.device import device_key
+
     return {"kind": "ldm", "data": data.fingerprint(), "size": len(data), "channels": data.channels,
             "im_size": list(data.im_size), "num_classes": data.num_classes, "train": dict(sorted(settings.items())),
-            "seed": ctx.seed, "precision": ctx.precision}
+            "seed": ctx.seed, "precision": ctx.precision, **device_key(ctx.device)}
 
 
 def prior_dir(data: ImageDataset, ctx, settings: dict) -> Path:

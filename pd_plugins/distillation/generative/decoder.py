@@ -173,7 +173,7 @@ def train_decoder(data, ctx, out: Path, *, epochs: int = 60, z_dim: int = 32, wi
     loss = torch.zeros(())
     for ep in ctx.progress(range(epochs), total=epochs, desc="prior decoder"):
         g = ctx.generator("prior-decoder", ep)
-        perm = torch.randperm(len(labels), generator=g).to(ctx.device)
+        perm = torch.randperm(len(labels), generator=g).to(ctx.device, non_blocking=True)
         with ctx.fork_rng("prior-decoder-noise", ep):
             for i in range(0, len(perm), batch):
                 idx = perm[i:i + batch]

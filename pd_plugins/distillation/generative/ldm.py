@@ -331,9 +331,10 @@ class LatentDiffusionGenerator(Generator):
     def aux(self, key, n, ctx):
         g = ctx.generator("ldm-noise", *key)
         shape = self.latent_shapes()["x_T"]
-        out = {"noise_start": torch.randn(n, *shape, generator=g).to(self.device)}
+        out = {"noise_start": torch.randn(n, *shape, generator=g).to(self.device, non_blocking=True)}
         if self.options.eta > 0:
-            out["noise_steps"] = torch.randn(n, len(self.timesteps), *shape, generator=g).to(self.device)
+            out["noise_steps"] = torch.randn(n, len(self.timesteps), *shape, generator=g).to(self.device,
+                                                                                                non_blocking=True)
         return out
 
     # -- sampling ---------------------------------------------------------------------

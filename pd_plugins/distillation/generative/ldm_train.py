@@ -19,7 +19,7 @@ from pd_plugins.distillation.generative.ldm import LDM_SCHEDULE, require_diffuse
 
 
 def _batches(n: int, batch: int, g: torch.Generator, device):
-    perm = torch.randperm(n, generator=g).to(device)
+    perm = torch.randperm(n, generator=g).to(device, non_blocking=True)
     return [perm[i:i + batch] for i in range(0, n, batch)]
 
 
@@ -75,9 +75,9 @@ def train_ldm(data, ctx, out: Path, *, ae_epochs: int = 30, unet_epochs: int = 6
         g = ctx.generator("prior-ldm-unet", ep)
         for idx in _batches(len(labels), batch, g, dev):
             n = len(idx)
-            t = torch.randint(0, LDM_SCHEDULE["num_train_timesteps"], (n,), generator=g).to(dev)
-            eps = torch.randn(n, *lat.shape[1:], generator=g).to(dev)
-            y = torch.where(torch.rand(n, generator=g).to(dev) < null_prob, torch.full_like(labels[idx], k), labels[idx])
+            t = torch.randint(0, LDM_SCHEDULE["num_train_timesteps"], (n,), generator=g).to(dev, non_blocking=True)
+            eps = torch.randn(n, *lat.shape[1:], generator=g).to(dev, non_blocking=True)
+            y = torch.where(torch.rand(n, generator=g).to(dev, non_blocking=True) < null_prob, torch.full_like(labels[idx], k), labels[idx])
             a = alphas[t].view(-1, 1, 1, 1)
             noisy = a.sqrt() * lat[idx] + (1 - a).sqrt() * eps
             unet_loss = F.mse_loss(unet(noisy, t, class_labels=y).sample, eps)

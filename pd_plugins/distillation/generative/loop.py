@@ -94,7 +94,7 @@ def distill_latents(objective: Objective, gen: Generator, data: ImageDataset, in
             optimiser.step()
             if needs_after:
                 objective.after_step(render(gen.decode, latents, dev_labels, aux, sg_batch), it, s)
-            total += float(loss.detach())
+            total = total + loss.detach().double()  # summed on the device, read once an iteration
             metrics.update(extra_metrics)
         metrics["loss"] = total / objective.steps_per_iteration()
         return metrics
@@ -152,6 +152,13 @@ class GenerativeDistiller:
 
     def latent_lrs(self) -> dict[str, float]:
         raise NotImplementedError
+
+    def memory_flags(self) -> list[str]:
+        """``sg_batch`` (images rendered with a graph at once), the objective's own knobs, then ``--ipc``."""
+        from pd_plugins.distillation.generative.objective import objective_class
+
+        inner = objective_class(self.options.objective).memory_options
+        return ["-D sg_batch"] + [f"-D objective_options.{name}" for name in inner] + ["--ipc"]
 
     #: per objective: the method's published objective settings (over the objective's own defaults)
     objective_defaults: ClassVar[dict[str, dict]] = {}
