@@ -6,9 +6,8 @@ import json
 
 import pytest
 import torch
-from click.testing import CliRunner
 
-from pd_plugins.cli import cli
+from tests.cli_runs import invoke, isolated_cli
 
 MTT_TINY = ["--distiller", "mtt", "--ipc", "1", "--no-progress", "--checkpoint-every", "0", "--model-option", "width=16",
             "-D", "iterations=3", "-D", "syn_steps=2", "-D", "expert_epochs=1", "-D", "max_start_epoch=1",
@@ -16,30 +15,13 @@ MTT_TINY = ["--distiller", "mtt", "--ipc", "1", "--no-progress", "--checkpoint-e
             "-E", "epochs=4", "--eval-repeats", "2"]
 
 
-def invoke(*args):
-    return CliRunner().invoke(cli, [str(a) for a in args])
-
-
 @pytest.fixture(scope="module")
 def mtt_run(tmp_path_factory):
     """A finished tiny MTT run on digits (its learned lr differs from 0.01)."""
-    import os
-
-    from pd_plugins import plugins
-
-    old_host, old_cache = plugins._host, os.environ.get("PD_CACHE_DIR")
-    plugins.set_host(plugins.Host(load_entrypoints=False))
     root = tmp_path_factory.mktemp("reeval")
-    os.environ["PD_CACHE_DIR"] = str(root / "cache")
-    try:
+    with isolated_cli(root):
         res = invoke(*MTT_TINY, "--out", root / "run")
         assert res.exit_code == 0, res.stderr + res.output
-    finally:
-        plugins.set_host(old_host)
-        if old_cache is None:
-            os.environ.pop("PD_CACHE_DIR", None)
-        else:
-            os.environ["PD_CACHE_DIR"] = old_cache
     return root / "run"
 
 

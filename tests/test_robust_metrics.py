@@ -7,16 +7,11 @@ import math
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
-from pd_plugins.cli import cli
 from pd_plugins.experiments import robust_scores as rs
+from tests.cli_runs import invoke, isolated_cli
 
 E, INV_E = 2.718281828459045, 0.36787944117144233  # e and e^-1, written out
-
-
-def invoke(*args):
-    return CliRunner().invoke(cli, [str(a) for a in args])
 
 
 # ------------------------------------------------------------------------------------------------
@@ -107,25 +102,12 @@ TINY = ["--pruner", "random", "--keep", "0.5", "--distiller", "dm", "--ipc", "2"
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
-    """A finished tiny DM run on digits, with its own cache directory."""
-    import os
-
-    from pd_plugins import plugins
-
-    old_host, old_cache = plugins._host, os.environ.get("PD_CACHE_DIR")
-    plugins.set_host(plugins.Host(load_entrypoints=False))
+    """A finished tiny DM run on digits, with its own cache directory (kept for the module's tests)."""
     root = tmp_path_factory.mktemp("robust")
-    os.environ["PD_CACHE_DIR"] = str(root / "cache")
-    try:
+    with isolated_cli(root):
         res = invoke(*TINY, "--out", root / "run")
         assert res.exit_code == 0, res.stderr + res.output
         yield root / "run"
-    finally:
-        plugins.set_host(old_host)
-        if old_cache is None:
-            os.environ.pop("PD_CACHE_DIR", None)
-        else:
-            os.environ["PD_CACHE_DIR"] = old_cache
 
 
 def _evaluations(monkeypatch):
@@ -213,13 +195,27 @@ def test_teacher_labels_are_an_evaluator_option(host, tiny_run):
     assert len(list((tiny_run.parent / "cache" / "teachers").glob("*.pt"))) == 1
 
 
-def test_an_evaluation_without_the_real_split_cannot_use_a_teacher(digits_splits, ctx):
+def test_runs_and_reevaluations_train_on_teacher_labels(host, tiny_run, tmp_path):
+    res = invoke("eval", tiny_run, "-E", "labels=teacher", "-E", "teacher_epochs=1", "--json", "--no-progress")
+    assert res.exit_code == 0, res.stderr + res.output
+    evaluation = json.loads(next((tiny_run / "evals").glob("dsa-step-*.json")).read_text())
+    assert evaluation["results"][0]["options"]["labels_used"] == "teacher (T=4)"
+    res = invoke(*TINY, "-E", "labels=teacher", "-E", "teacher_epochs=1", "-E", "teacher_temperature=2",
+                 "--out", tmp_path / "run")
+    assert res.exit_code == 0, res.stderr + res.output
+    own = json.loads((tmp_path / "run" / "eval.json").read_text())["results"][0]
+    assert own["options"]["labels_used"] == "teacher (T=2)" and own["options"]["teacher_temperature"] == 2.0
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["resolved"]["evaluator_options"]["labels"] == "teacher"
+
+
+def test_an_evaluation_without_a_teacher_cannot_use_teacher_labels(digits_splits, ctx):
     from pd_plugins.errors import OptionsError
     from pd_plugins.options import as_dict, coerce
     from pd_plugins.training.evaluate import StepEvaluator
 
     ev = StepEvaluator(coerce(StepEvaluator.Options, {"labels": "teacher", "epochs": 1, "repeats": 1}))
-    with pytest.raises(OptionsError, match="real training split"):
+    with pytest.raises(OptionsError, match="needs a teacher"):
         ev.evaluate(digits_splits.train.subset(list(range(20))), digits_splits.test, ctx)
     # the label options are recorded only when set, so runs written before them keep their fingerprints
     assert "labels" not in as_dict(StepEvaluator.Options()) and as_dict(ev.options)["labels"] == "teacher"

@@ -75,8 +75,9 @@ def evaluate_variant(run_dir, *, evaluator: Optional[str] = None, options: Optio
     train_set, test, lr, what = run.eval_stage.inputs(pruned, distilled)
     from pd_plugins.training.teacher import teacher_inputs
 
-    result = run._call("evaluator", name, ev.evaluate, train_set, test, run.context("eval"), lr=lr,
-                       **teacher_inputs(ev, lambda: run.eval_stage.real_split(distilled)))
+    ctx = run.context("eval")
+    result = run._call("evaluator", name, ev.evaluate, train_set, test, ctx, lr=lr,
+                       **teacher_inputs(ev, ctx, lambda: run.eval_stage.real_split(distilled)))
     payload = {"evaluated": what, "train_size": len(train_set), "results": [result.to_json()], "fingerprint": fp,
                "evaluator": name, "options": opts, "revision": revision, "artifact": artifact,
                "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}

@@ -99,9 +99,9 @@ def random_subset(train, counts: Sequence[int], generator):
     return train.subset(torch.sort(torch.cat(chosen)).values)
 
 
-def _network(ctx, evaluator, train, test, lr, real, r: int):
+def _network(ctx, evaluator, train, test, lr, teacher: dict, r: int):
     """Train and test network ``r`` of one term (one executor task); returns its EvalResult."""
-    return evaluator.evaluate(train, test, ctx, lr=lr, repeats=1, repeat_index=r, real=real)
+    return evaluator.evaluate(train, test, ctx, lr=lr, repeats=1, repeat_index=r, **teacher)
 
 
 class RobustEvaluation:
@@ -209,18 +209,17 @@ class RobustEvaluation:
         from pd_plugins.executor import run_tasks
         from pd_plugins.pipeline.stages import call_strategy
 
-        by_key = {self.network_key(t, r): t for t in self.terms for r in range(self.repeats)}
-        if any(getattr(o, "labels", None) == "teacher" for o in self.term_opts.values()):
-            from pd_plugins.training.teacher import load_teacher
+        from pd_plugins.training.teacher import teacher_inputs
 
-            # trained (and cached) once here, not by every network task
-            load_teacher(self.real_split, ctx, model=None, epochs=self.opts.teacher_epochs,
-                         temperature=self.opts.teacher_temperature)
+        by_key = {self.network_key(t, r): t for t in self.terms for r in range(self.repeats)}
+        teacher = teacher_inputs(self.evaluator, ctx, lambda: self.real_split)  # loaded (or trained) once
         tasks = []
         for key, r in todo:
             term = by_key[key]
             train, lr = self.train_set(term, r)
-            tasks.append(((key, r), (self.evaluator_for(term), train, self.test, lr, self.real_split, r)))
+            evaluator = self.evaluator_for(term)
+            extra = teacher if getattr(evaluator.options, "labels", None) == "teacher" else {}
+            tasks.append(((key, r), (evaluator, train, self.test, lr, extra, r)))
 
         def train_missing():
             for (key, r), res in run_tasks(ctx, _network, tasks):

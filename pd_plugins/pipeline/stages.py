@@ -303,7 +303,7 @@ class EvalStage(Stage):
         train_set, test, lr, what = self.inputs(pruned, distilled)
         run = self.run
         result = call_strategy(run.regs, "evaluator", run.cfg.evaluator, run.evaluator.evaluate, train_set, test, ctx,
-                               lr=lr, **teacher_inputs(run.evaluator, lambda: self.real_split(distilled)))
+                               lr=lr, **teacher_inputs(run.evaluator, ctx, lambda: self.real_split(distilled)))
         return result, what, len(train_set)
 
     def hook_result(self, result):

@@ -233,27 +233,27 @@ class StepEvaluator(Evaluator):
                              augmenter=augmenter, generator=generator, desc=desc, teacher=teacher)
         return net, loss
 
-    def targets(self, train: ImageDataset, ctx, model: Optional[str], real: Optional[ImageDataset]):
+    def targets(self, train: ImageDataset, teacher):
         """``(training set, teacher or None, label mode used)`` under the ``labels`` option."""
         opts = self.options
         if opts.labels == "teacher":
-            from pd_plugins.training.teacher import load_teacher
-
-            teacher = load_teacher(real, ctx, model=model, epochs=opts.teacher_epochs,
-                                   temperature=opts.teacher_temperature)
-            return train, teacher, f"teacher (T={opts.teacher_temperature:g})"
+            if teacher is None:
+                raise OptionsError("labels=teacher needs a teacher trained on the real training split, which this "
+                                   "caller does not pass (pd-run, pd-run eval RUN and pd-run eval RUN --metrics do)")
+            return train, teacher, f"teacher (T={teacher.temperature:g})"
         if opts.labels == "hard" and train.soft:
             return dataclasses.replace(train, labels=train.hard_labels), None, "hard (argmax of soft)"
         return train, None, "soft" if train.soft else "hard"
 
-    def evaluate(self, train, test, ctx, *, lr=None, model=None, repeats=None, repeat_index=None, real=None):
+    def evaluate(self, train, test, ctx, *, lr=None, model=None, repeats=None, repeat_index=None, teacher=None):
         """Train ``repeats`` fresh nets (or only repeat number ``repeat_index``, seeded as in a full run).
 
-        ``real``: the real training split in the set's space, which ``labels=teacher`` trains its teacher on."""
+        ``teacher``: with ``labels=teacher``, the :class:`~pd_plugins.training.teacher.Teacher` whose predictions
+        are the targets (:func:`~pd_plugins.training.teacher.teacher_inputs` builds it from these options)."""
         opts = self.options
         model_name = model or ctx.model
         rate, source = self.learning_rate(lr, model_name)
-        train, teacher, labels_used = self.targets(train, ctx, model, real)
+        train, teacher, labels_used = self.targets(train, teacher if opts.labels == "teacher" else None)
         n_rep = int(repeats or opts.repeats)
         from pd_plugins.executor import run_tasks
 

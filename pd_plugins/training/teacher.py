@@ -59,13 +59,9 @@ def teacher_path(real: ImageDataset, ctx, model: str, recipe: TrainRecipe) -> Pa
     return Path(ctx.cache_dir) / "teachers" / f"{sha256_json(teacher_key(real, ctx, model, recipe))[:24]}.pt"
 
 
-def load_teacher(real: Optional[ImageDataset], ctx, *, model: Optional[str], epochs: int,
-                 temperature: float) -> Teacher:
+def load_teacher(real: ImageDataset, ctx, *, model: Optional[str], epochs: int, temperature: float) -> Teacher:
     """The teacher of ``real`` (the real training split, in the evaluated set's space): read from the cache,
     else trained (seeded from the run seed) and cached atomically."""
-    if real is None:
-        raise OptionsError("labels=teacher needs the real training split to train the teacher on; this caller "
-                           "does not pass it (use pd-run, pd-run eval RUN or pd-run eval RUN --metrics)")
     model = model or ctx.model
     recipe = dataclasses.replace(TEACHER_RECIPE, epochs=int(epochs))
     path = teacher_path(real, ctx, model, recipe)
@@ -79,10 +75,13 @@ def load_teacher(real: Optional[ImageDataset], ctx, *, model: Optional[str], epo
     return Teacher(net=net.eval(), temperature=float(temperature))
 
 
-def teacher_inputs(evaluator, real) -> dict:
-    """The keyword arguments an evaluation passes to ``evaluator.evaluate`` for a teacher: ``{"real": real()}``
-    when its options ask for ``labels=teacher`` (``real``: a callable giving the real training split in the
-    set's space), else none."""
-    if getattr(getattr(evaluator, "options", None), "labels", None) != "teacher":
+def teacher_inputs(evaluator, ctx, real) -> dict:
+    """The keyword arguments an evaluation passes to ``evaluator.evaluate`` for a teacher: ``{"teacher": ...}``
+    (loaded or trained with the evaluator's ``teacher_epochs`` and ``teacher_temperature``) when its options
+    ask for ``labels=teacher``, else none. ``real``: a callable giving the real training split in the set's
+    space (called only when a teacher is needed)."""
+    opts = getattr(evaluator, "options", None)
+    if getattr(opts, "labels", None) != "teacher":
         return {}
-    return {"real": real()}
+    return {"teacher": load_teacher(real(), ctx, model=None, epochs=opts.teacher_epochs,
+                                    temperature=opts.teacher_temperature)}
