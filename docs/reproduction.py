@@ -24,6 +24,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import statistics
 import subprocess
 import sys
@@ -192,7 +193,8 @@ def _own_result(ev: dict) -> dict:
 
 
 def cell_records(plan: dict, runs: Path, study: str, dataset: str, sweep: Sweep) -> list[dict]:
-    """One record per cell of ``sweep`` that ``RUNS/<study>/<dataset>`` finished or recorded as failed."""
+    """One record per cell of ``sweep`` that ``RUNS/<study>/<dataset>`` finished or recorded as failed or diverged
+    (a diverged record keeps what diverged, ``outcome`` and ``divergence``, and where its last finite state is)."""
     from pd_plugins.experiments.reeval import read_evaluation, variant_path
 
     root = runs / study / dataset
@@ -223,9 +225,10 @@ def cell_records(plan: dict, runs: Path, study: str, dataset: str, sweep: Sweep)
                                                  "evaluator": var["evaluator"], "fingerprint": var["fingerprint"][:12],
                                                  "commit": s["commit"], "date": s["date"]}
             out.append(item)
-        elif rec.get("status") == "failed":
+        elif rec.get("status") in ("failed", "diverged"):
             when = session_at(root, (root / "sweep.json").stat().st_mtime)
-            out.append({**base, "status": "failed", "acc": None, "error": rec.get("error", ""),
+            diverged = {k: rec[k] for k in ("outcome", "divergence", "kept") if k in rec}
+            out.append({**base, "status": rec["status"], "acc": None, "error": rec.get("error", ""), **diverged,
                         "config": cell["config"], "commit": when["commit"], "dirty": when.get("dirty", False),
                         "date": when["date"], "machine": when.get("machine")})
     return out
@@ -277,7 +280,24 @@ def claim_row(rec: dict) -> dict:
     """The fields `matches` and the report read, from a cell record."""
     return {**row_of_cell({"id": rec["cell"], "config": rec["config"], "axes": rec["axes"]}),
             "acc": rec["acc"], "dir": rec["dir"], "seconds": rec.get("seconds"), "lr": rec.get("lr"),
-            "error": rec.get("error", ""), "status": rec["status"]}
+            "error": rec.get("error", ""), "status": rec["status"], "outcome": outcome_of(rec)}
+
+
+# the DivergenceError message before it named the quantity's reason (records measured before issue 25)
+OLD_DIVERGENCE = re.compile(r"(\w+) became non-finite \(or non-positive\) at iteration (\d+)")
+
+
+def outcome_of(rec: dict) -> str:
+    """A cell record's outcome in a few words: ``done``, ``diverged at it 11 (syn_lr <= 0)``, or ``failed``.
+    Failed records measured before diverged cells had their own status are recognised by their message."""
+    if rec["status"] == "done":
+        return "done"
+    if rec.get("outcome"):
+        return rec["outcome"]
+    old = OLD_DIVERGENCE.search(rec.get("error") or "")
+    if old:
+        return f"diverged at it {old.group(2)} ({old.group(1)} non-finite or <= 0)"
+    return rec["status"]
 
 
 # ----------------------------------------------------------------------------------------
@@ -336,10 +356,11 @@ def compare(base: list[float], var: list[float], expect) -> dict:
 
 
 def _arm_rows(recs: list[dict], evaluation: str | None, selector: dict | None) -> tuple[list[dict], list[dict]]:
-    """(finished rows, failed rows) of the cell records; under a re-evaluation a row takes its accuracy and lr."""
+    """(finished rows, failed or diverged rows) of the cell records; under a re-evaluation a row takes its
+    accuracy and lr."""
     done, failed = [], []
     for rec in recs:
-        if rec["status"] == "failed":
+        if rec["status"] in ("failed", "diverged"):
             failed.append(claim_row(rec))
             continue
         row = claim_row(rec)
@@ -350,6 +371,19 @@ def _arm_rows(recs: list[dict], evaluation: str | None, selector: dict | None) -
             row.update(acc=var["acc"], lr=var.get("lr"))
         done.append(row)
     return done, failed
+
+
+def unfinished_note(arm: str, rows: list[dict]) -> str:
+    """An arm's runs without accuracy: diverged ones by seed and where they diverged, failed ones by the first error."""
+    diverged = [r for r in rows if r["outcome"].startswith("diverged")]
+    failed = [r for r in rows if not r["outcome"].startswith("diverged")]
+    notes = []
+    if diverged:
+        notes.append(f"{arm} diverged in {len(diverged)} run(s): "
+                     + ", ".join(f"seed {r['seed']} {r['outcome']}" for r in sorted(diverged, key=lambda r: r["seed"])))
+    if failed:
+        notes.append(f"{arm} failed in {len(failed)} run(s): {failed[0]['error']}")
+    return "; ".join(notes)
 
 
 def evaluate_claims(plan: dict, records: list[dict]) -> list[dict]:
@@ -368,8 +402,7 @@ def evaluate_claims(plan: dict, records: list[dict]) -> list[dict]:
             (base, base_f), (var, var_f) = arms["baseline"], arms["variant"]
             res = compare([r["acc"] for r in base], [r["acc"] for r in var], claim.get("expect", "higher"))
             if base_f or var_f:
-                notes = [f"{arm} failed in {len(f)} run(s): {f[0]['error']}" for arm, f in
-                         (("baseline", base_f), ("variant", var_f)) if f]
+                notes = [unfinished_note(arm, f) for arm, f in (("baseline", base_f), ("variant", var_f)) if f]
                 res["verdict"] = ("; ".join(notes) if res.get("delta") is None
                                   else f"{res['verdict']} (over the finished runs; " + "; ".join(notes) + ")")
             measured = sorted({(r["commit"], r["date"]) for r in recs})
@@ -657,13 +690,15 @@ def write_report(plan: dict, runs: Path, out_md: Path, asset_dir: Path) -> dict:
 
     cells = [r for r in records if r["kind"] == "cell"]
     done = [r for r in cells if r["status"] == "done"]
+    n_diverged = sum(outcome_of(r).startswith("diverged") for r in cells)
     seconds = sum(r.get("seconds") or 0.0 for r in done)
     now = this_session("report")
     L = ["# Reproduction report", "",
          f"Generated by `python docs/reproduction.py` from `docs/reproduction.yaml` and the cell records in "
          f"`{rel}/runs.jsonl` (report written at commit `{now['commit']}`, {now['date']}; the commit each study was "
          f"measured at is under \"Provenance\"). {len(done)} finished runs"
-         + (f" and {len(cells) - len(done)} failed" if len(cells) > len(done) else "")
+         + (f", {n_diverged} diverged" if n_diverged else "")
+         + (f", {len(cells) - len(done) - n_diverged} failed" if len(cells) - len(done) > n_diverged else "")
          + f", {seconds / 3600:.2f} CPU-worker hours of cell time (two cells at a time, one torch thread each).", ""]
     L += provenance_section(plan, records)
     L += [plan.get("preface", "").strip(), "",
@@ -737,7 +772,7 @@ def write_report(plan: dict, runs: Path, out_md: Path, asset_dir: Path) -> dict:
                          f"`{row['dir']}` |")
         for row in r["failed_rows"]:
             arm = "baseline" if matches(row, r["claim"]["baseline"]) else "variant"
-            L.append(f"| {r['claim']['id']} | {r['dataset']} | {arm} | {row['seed']} | failed | – | "
+            L.append(f"| {r['claim']['id']} | {r['dataset']} | {arm} | {row['seed']} | {row['outcome']} | – | "
                      f"{row['seconds'] if row['seconds'] is not None else '–'} | `{commit_of[row['dir']]}` | "
                      f"`{row['dir']}` |")
     if ca_rows:

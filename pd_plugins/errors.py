@@ -43,14 +43,30 @@ class StrategyError(PdPluginsError):
 
 
 class DivergenceError(StrategyError):
-    """A distillation produced a non-finite loss or learning rate.
+    """A distillation produced a non-finite loss or learning rate, or a learned lr <= 0.
 
-    ``state`` holds the last finite synthetic set so it can still be saved.
+    ``state`` holds the last finite synthetic set so it can still be saved; ``record`` says what went
+    wrong, in plain values: ``quantity`` (e.g. ``syn_lr``), ``reason`` (``non-finite`` or ``<= 0``),
+    ``iteration``, ``value``, its ``last_value`` at ``last_iteration`` (None when unknown) and
+    ``kept_after_iteration`` (the iteration the kept state finished; -1: the initial set) and ``also`` (other
+    metrics that failed in the same iteration).
     """
 
-    def __init__(self, message: str, state=None):
+    def __init__(self, message: str, state=None, record: dict | None = None):
         super().__init__(message)
         self.state = state
+        self.record = dict(record or {})
+
+    def outcome(self) -> str:
+        """The record in a few words, e.g. ``diverged at it 11 (syn_lr <= 0)``."""
+        return divergence_outcome(self.record)
+
+
+def divergence_outcome(record: dict) -> str:
+    """A divergence record (:attr:`DivergenceError.record`) in a few words, e.g. ``diverged at it 11 (syn_lr <= 0)``."""
+    if not record or record.get("iteration") is None:
+        return "diverged"
+    return f"diverged at it {record['iteration']} ({record.get('quantity', '?')} {record.get('reason', '')})".replace(" )", ")")
 
 
 class DeviceMemoryError(StrategyError):

@@ -81,6 +81,18 @@ def ctx(tmp_path):
     return RunContext(seed=0, device="cpu", work_dir=tmp_path, stage="test")
 
 
+@pytest.fixture(scope="module")
+def repro():
+    """docs/reproduction.py loaded as a module (it is a script, not part of the package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("reproduction", Path(__file__).resolve().parents[1] / "docs"
+                                                  / "reproduction.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
 def shared_file(name: str) -> Path:
     path = SHARED_DATA / name
     if not path.exists():

@@ -2,21 +2,12 @@
 cells, the verdicts follow the numbers, and a tiny plan runs end to end into a report."""
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def repro():
-    spec = importlib.util.spec_from_file_location("reproduction", ROOT / "docs" / "reproduction.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def test_every_claim_arm_selects_one_cell_per_seed(repro):

@@ -3,7 +3,7 @@ iteration loop with progress, logging, checkpoint/resume and the divergence guar
 from __future__ import annotations
 
 import math
-from typing import Callable
+from typing import Callable, Optional
 
 import torch
 
@@ -84,6 +84,35 @@ def check_finite(name: str, value) -> bool:
     return math.isfinite(v)
 
 
+def divergence_record(metrics: dict, it: int, watch: tuple[str, ...], positive: tuple[str, ...],
+                      last_seen: dict[str, tuple[float, int]]) -> Optional[dict]:
+    """What diverged at iteration ``it`` (see :attr:`DivergenceError.record`), or None when every watched
+    metric is finite and every ``positive`` one is > 0. The first offending metric is named."""
+    bad = [(k, "non-finite") for k in watch if k in metrics and not check_finite(k, metrics[k])]
+    bad += [(k, "<= 0") for k in positive
+            if k in metrics and k not in dict(bad) and not float(metrics[k]) > 0]
+    if not bad:
+        return None
+    name, reason = bad[0]
+    last_value, last_iteration = last_seen.get(name, (None, None))
+    return {"quantity": name, "reason": reason, "iteration": it, "value": float(metrics[name]),
+            "last_value": last_value, "last_iteration": last_iteration, "kept_after_iteration": it - 1,
+            "also": [f"{k} {r}" for k, r in bad[1:]]}
+
+
+def divergence_message(desc: str, record: dict) -> str:
+    """One line: which quantity, at which iteration, its last finite value and what was kept."""
+    last = ("" if record["last_value"] is None
+            else f" (last value {record['last_value']:.4g} at iteration {record['last_iteration']})")
+    also = f"; also {', '.join(record['also'])}" if record.get("also") else ""
+    kept = record["kept_after_iteration"]
+    what = "the initial synthetic set" if kept < 0 else f"the synthetic state after iteration {kept}"
+    hint = ("the objective drove the learned lr to zero or below" if record["reason"] == "<= 0"
+            else "lower the image/lr learning rates")
+    return (f"{desc}: {record['quantity']} became {record['reason']} ({record['value']:.4g}) at iteration "
+            f"{record['iteration']}{last}{also}; kept {what}, the last finite one ({hint})")
+
+
 def iterate(
     ctx: RunContext,
     total: int,
@@ -114,17 +143,15 @@ def iterate(
         set_state(saved["state"])
     ctx.rewind_log(start)  # rows a killed run logged past its last checkpoint are logged again below
     last_good = get_state() if start < total else None
+    # guarded metric -> (its last finite value, that iteration); after a resume, from the logged history
+    last_seen = {k: (row[k], row["iteration"]) for row in history for k in (*watch, *positive) if k in row}
     for it in ctx.progress(range(start, total), total=total, initial=start, desc=desc):
         # the iteration's one read from the device: the step keeps its metrics there until now
         metrics = {k: v.item() if isinstance(v, torch.Tensor) and v.numel() == 1 else v for k, v in step(it).items()}
-        bad = [k for k in watch if k in metrics and not check_finite(k, metrics[k])]
-        bad += [k for k in positive if k in metrics and k not in bad and not float(metrics[k]) > 0]
-        if bad:
-            raise DivergenceError(
-                f"{desc}: {', '.join(bad)} became non-finite (or non-positive) at iteration {it}; "
-                "kept the last finite synthetic set (lower the image/lr learning rates)",
-                state=last_good,
-            )
+        record = divergence_record(metrics, it, watch, positive, last_seen)
+        if record is not None:
+            raise DivergenceError(divergence_message(desc, record), state=last_good, record=record)
+        last_seen.update({k: (float(metrics[k]), it) for k in (*watch, *positive) if k in metrics})
         if it % log_every == 0 or it == total - 1:
             row = {"iteration": it, **{k: float(v) for k, v in metrics.items()}}
             history.append(row)

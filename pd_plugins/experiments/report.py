@@ -5,7 +5,8 @@ per-seed accuracies. Every pruned group is compared with the unpruned group of t
 dataset/distiller/ipc (and other axes) by Welch's t-test (``scipy.stats.ttest_ind`` with
 ``equal_var=False``). Plots (matplotlib, Agg): accuracy vs keep ratio per distiller
 (Moser et al. Figs. 6-8 style), EL2N window position vs accuracy (Sundar et al.; only with
-``el2n-window`` cells) and pruned-vs-unpruned bars.
+``el2n-window`` cells) and pruned-vs-unpruned bars. A cell whose distillation diverged is a row of
+its setting's outcome (where and how it diverged), not an accuracy.
 """
 from __future__ import annotations
 
@@ -27,11 +28,12 @@ GROUP_FIELDS = ("dataset", "distiller", "ipc", "pruner", "keep", "window", "mode
 
 
 def collect(sweep_dir, evaluation: Optional[dict] = None, *, allow_empty: bool = False) -> list[dict]:
-    """One row per finished cell: its settings, accuracy and (when present) unseen-architecture mean.
+    """One row per finished cell: its settings, accuracy and (when present) unseen-architecture mean; and one
+    per diverged cell, with ``acc`` None and its ``outcome`` (e.g. ``diverged at it 11 (syn_lr <= 0)``).
 
     ``evaluation`` selects a re-evaluation (``pd-run eval RUN -E ...``) instead of each run's own
     ``eval.json``: ``{"evaluator": NAME, "options": {KEY: VALUE}}`` (see :func:`.reeval.read_evaluation`).
-    No finished cell is an error unless ``allow_empty``.
+    No row is an error unless ``allow_empty``.
     """
     root = Path(sweep_dir)
     summary = load_summary(root)
@@ -40,20 +42,22 @@ def collect(sweep_dir, evaluation: Optional[dict] = None, *, allow_empty: bool =
         cdir = root / cell["dir"]
         if not (cdir / "config.json").exists():
             continue
-        ev = read_evaluation(cdir, evaluation)
-        if ev is None:
+        diverged = cell.get("status") == "diverged"
+        ev = None if diverged else read_evaluation(cdir, evaluation)
+        if ev is None and not diverged:
             continue
         cfg = read_json(cdir / "config.json", "config")
-        res = ev["results"][0]
+        res = ev["results"][0] if ev is not None else {}
         popts = cfg["resolved"].get("pruner_options") or {}
         window = popts.get("window")
         row = {
             "cell": cell["id"], "dataset": dataset_label(cfg), "distiller": cfg["distiller"], "ipc": cfg["ipc"],
             "pruner": cfg["pruner"], "keep": cfg["resolved"]["keep"],
             "window": tuple(float(w) for w in window) if window else None,
-            "mode": mode_label(cfg), "seed": cfg["seed"], "acc": float(res["mean"]), "model": res["model"],
-            "unseen": (ev.get("cross_arch") or {}).get("unseen_mean"),
-            "other": other_axes(cell["axes"]),
+            "mode": mode_label(cfg), "seed": cfg["seed"], "acc": float(res["mean"]) if ev is not None else None,
+            "model": res.get("model"), "unseen": ((ev or {}).get("cross_arch") or {}).get("unseen_mean"),
+            "other": other_axes(cell["axes"]), "status": "diverged" if diverged else "done",
+            "outcome": (cell.get("outcome") or "diverged") if diverged else "",
         }
         rows.append(row)
     if not rows and not allow_empty:
@@ -97,11 +101,13 @@ def aggregate(rows: list[dict]) -> list[dict]:
         groups.setdefault(_group_key(row), []).append(row)
     out = []
     for key, members in groups.items():
-        accs = [m["acc"] for m in members]
+        finished = [m for m in members if m["acc"] is not None]
+        accs = [m["acc"] for m in finished]
         agg = {f: members[0][f] for f in GROUP_FIELDS}
-        agg.update({"other": members[0]["other"], "n": len(accs), "mean": statistics.fmean(accs),
-                    "std": statistics.stdev(accs) if len(accs) > 1 else 0.0, "accs": accs,
-                    "seeds": [m["seed"] for m in members]})
+        agg.update({"other": members[0]["other"], "n": len(accs), "mean": statistics.fmean(accs) if accs else None,
+                    "std": (statistics.stdev(accs) if len(accs) > 1 else 0.0) if accs else None, "accs": accs,
+                    "seeds": [m["seed"] for m in finished],
+                    "diverged": [f"seed {m['seed']}: {m['outcome']}" for m in members if m["acc"] is None]})
         unseen = [m["unseen"] for m in members if m["unseen"] is not None]
         agg["unseen_mean"] = statistics.fmean(unseen) if unseen else None
         out.append(agg)
@@ -110,7 +116,7 @@ def aggregate(rows: list[dict]) -> list[dict]:
     for g in out:
         ref = base.get((g["dataset"], g["distiller"], g["ipc"], json.dumps(g["other"], sort_keys=True)))
         g["delta"] = g["p_value"] = None
-        if ref is None or ref is g:
+        if ref is None or ref is g or g["mean"] is None or ref["mean"] is None:
             continue
         g["delta"] = g["mean"] - ref["mean"]
         if g["n"] > 1 and ref["n"] > 1:
@@ -136,13 +142,14 @@ def _setting(g: dict) -> str:
 
 
 COLUMNS = ["dataset", "distiller", "ipc", "setting", "mode", "other", "n", "acc %", "std", "Δ vs unpruned (pp)",
-           "Welch p", "unseen-arch %"]
+           "Welch p", "unseen-arch %", "diverged (no accuracy)"]
 
 
 def _table_rows(groups: list[dict]) -> list[list[str]]:
     return [[g["dataset"], g["distiller"], str(g["ipc"]), _setting(g), g["mode"],
              ",".join(f"{k}={v}" for k, v in g["other"].items()) or "-", str(g["n"]), _fmt(g["mean"]),
-             _fmt(g["std"]), _fmt(g["delta"], "signed"), _fmt(g["p_value"], False), _fmt(g["unseen_mean"])]
+             _fmt(g["std"]), _fmt(g["delta"], "signed"), _fmt(g["p_value"], False), _fmt(g["unseen_mean"]),
+             "; ".join(g["diverged"]) or "-"]
             for g in groups]
 
 
@@ -280,27 +287,34 @@ def write_report(sweep_dir, evaluation: Optional[dict] = None, metrics: Optional
     root = Path(sweep_dir)
     rows = collect(root, evaluation)
     groups = aggregate(rows)
+    measured = [g for g in groups if g["mean"] is not None]  # what the plots can draw
     name = "report" if evaluation is None else "report-" + re.sub(r"[^A-Za-z0-9.=-]+", "_", selector_label(evaluation))
     out = expect_output_dir(root / name, "report directory")
     out.mkdir(parents=True, exist_ok=True)
-    plots = [p for p in (plot_keep(groups, out / "acc_vs_keep.png"), plot_window(groups, out / "el2n_window.png"),
-                         plot_bars(groups, out / "pruned_vs_unpruned.png")) if p is not None]
+    plots = [p for p in (plot_keep(measured, out / "acc_vs_keep.png"), plot_window(measured, out / "el2n_window.png"),
+                         plot_bars(measured, out / "pruned_vs_unpruned.png")) if p is not None]
     md = [f"# Sweep report: {root.name}", "",
           "Evaluation: " + (f"the re-evaluation {selector_label(evaluation)}" if evaluation else "each run's own eval.json")
           + ".", "",
-          f"{len(rows)} finished cells, {len(groups)} settings. Accuracy = mean ± std "
-          "over seeds (%); Δ and Welch's t-test against the unpruned setting of the same dataset/distiller/ipc.", "",
+          f"{sum(r['acc'] is not None for r in rows)} finished cells"
+          + (f", {sum(r['acc'] is None for r in rows)} diverged" if any(r["acc"] is None for r in rows) else "")
+          + f", {len(groups)} settings. Accuracy = mean ± std over the finished seeds (%, n of them); Δ and Welch's "
+          "t-test against the unpruned setting of the same dataset/distiller/ipc. A diverged cell has no accuracy; "
+          "its row says where it diverged, and its run directory keeps the last finite state (diverged.pt).", "",
           markdown(groups), ""] + (robust_section(root, rows, groups, metrics, out) if metrics else []) \
         + [f"![{p.stem}]({p.name})" for p in plots]
     atomic_write_text(out / "report.md", "\n".join(md) + "\n")
     atomic_write_text(out / "report.csv", to_csv(
         [[g["dataset"], g["distiller"], g["ipc"], g["pruner"], g["keep"], json.dumps(g["window"]),
-          json.dumps(g["other"]), g["n"], g["mean"], g["std"], g["delta"], g["p_value"], g["unseen_mean"]] for g in groups],
+          json.dumps(g["other"]), g["n"], g["mean"], g["std"], g["delta"], g["p_value"], g["unseen_mean"],
+          "; ".join(g["diverged"])] for g in groups],
         ["dataset", "distiller", "ipc", "pruner", "keep", "window", "other", "n", "mean", "std", "delta", "p_value",
-         "unseen_mean"]))
+         "unseen_mean", "diverged"]))
     atomic_write_text(out / "cells.csv", to_csv(
         [[r["cell"], r["dataset"], r["distiller"], r["ipc"], r["pruner"], r["keep"], json.dumps(r["window"]), r["seed"],
-          r["acc"], r["unseen"]] for r in rows],
-        ["cell", "dataset", "distiller", "ipc", "pruner", "keep", "window", "seed", "acc", "unseen_mean"]))
-    return {"dir": str(out), "cells": len(rows), "settings": len(groups), "plots": [str(p) for p in plots],
+          r["acc"], r["unseen"], r["status"], r["outcome"]] for r in rows],
+        ["cell", "dataset", "distiller", "ipc", "pruner", "keep", "window", "seed", "acc", "unseen_mean", "status",
+         "outcome"]))
+    return {"dir": str(out), "cells": sum(r["acc"] is not None for r in rows),
+            "diverged": sum(r["acc"] is None for r in rows), "settings": len(groups), "plots": [str(p) for p in plots],
             "groups": groups}

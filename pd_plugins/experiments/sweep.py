@@ -7,7 +7,10 @@ config (``pruner``, ``keep``, ``distiller``, ``ipc``, ``seed``, ``dataset`` ...)
 axis such as ``pruner_options.window`` sets one option. Every cell is a normal run
 directory under ``SWEEP_DIR/cells/``; finished cells with the same config are skipped, a
 killed cell resumes, a cell whose config changed is redone, and a failing cell is
-recorded in ``sweep.json`` without stopping the others.
+recorded in ``sweep.json`` without stopping the others. A cell whose distillation diverged is
+recorded as ``diverged``: an outcome, with what diverged (``divergence``, ``outcome``) and the
+path of its last finite state (``kept``, relative to the sweep directory); it is not rerun while its
+config stays the same (delete its ``diverged.pt`` to try again).
 """
 from __future__ import annotations
 
@@ -20,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from pd_plugins.errors import DataError, OptionsError, PdPluginsError
+from pd_plugins.errors import DataError, DivergenceError, OptionsError, PdPluginsError
 from pd_plugins.io import atomic_write_json, atomic_write_text, read_json
 from pd_plugins.locks import STALE_AFTER
 from pd_plugins.paths import expect_dir, expect_output_dir
@@ -121,7 +124,8 @@ def cell_id(axes: dict, order: list[str]) -> str:
 
 
 def cell_state(cfg_values: dict, out: Path) -> str:
-    """``new``, ``finished`` (same config, every stage done), ``resume`` or ``changed``."""
+    """``new``, ``finished`` (same config, every stage done), ``diverged`` (same config, its distillation
+    diverged: ``diverged.pt`` holds the last finite state), ``resume`` or ``changed``."""
     from pd_plugins.config import RunConfig
     from pd_plugins.pipeline.runner import Run
 
@@ -138,7 +142,25 @@ def cell_state(cfg_values: dict, out: Path) -> str:
 
     if all(done.get(s) and (out / ARTIFACTS[s]).exists() for s in stages):
         return "finished"
+    from pd_plugins.pipeline.stages import DIVERGED
+
+    if "distill" in stages and not done.get("distill") and (out / DIVERGED).exists():
+        return "diverged"
     return "resume"
+
+
+def diverged_record(previous: dict, cdir: Path, rel: str) -> dict:
+    """The record of a cell that diverged before: the previous sweep's, else rebuilt from its ``diverged.pt``."""
+    if previous.get("status") == "diverged" and previous.get("divergence"):
+        return {k: v for k, v in previous.items() if k in KEPT_ON_DIVERGED}
+    from pd_plugins.errors import divergence_outcome
+    from pd_plugins.io import safe_torch_load
+    from pd_plugins.pipeline.stages import DIVERGED
+
+    saved = safe_torch_load(cdir / DIVERGED, what="diverged state")
+    record = dict(saved.get("divergence") or {})
+    return {"error": saved.get("error", ""), "outcome": divergence_outcome(record), "divergence": record,
+            "kept": f"{rel}/{DIVERGED}"}
 
 
 def run_cell(cfg_values: dict, out: str, overwrite: bool, threads: Optional[int] = None,
@@ -156,6 +178,9 @@ def run_cell(cfg_values: dict, out: str, overwrite: bool, threads: Optional[int]
         summary = Run(RunConfig.from_dict({**cfg_values, "out": out, "progress": False}), overwrite=overwrite,
                       quiet=True, lock_wait=lock_wait).execute()
         return {"status": "done", "summary": summary, "seconds": round(time.perf_counter() - t0, 2)}
+    except DivergenceError as exc:  # an outcome of the method, kept with what diverged and the last finite state
+        return {"status": "diverged", "error": str(exc), "outcome": exc.outcome(), "divergence": exc.record,
+                "seconds": round(time.perf_counter() - t0, 2)}
     except Exception as exc:  # recorded per cell; the sweep goes on
         kind = "" if isinstance(exc, PdPluginsError) else f"{type(exc).__name__}: "
         return {"status": "failed", "error": f"{kind}{exc}", "seconds": round(time.perf_counter() - t0, 2)}
@@ -209,6 +234,10 @@ def _install_cell(record: dict, cdir: Path) -> None:
         record["summary"]["out"] = str(cdir)
 
 
+# what a diverged cell's record keeps from the run that diverged (it is not rerun while its config is the same)
+KEPT_ON_DIVERGED = ("error", "outcome", "divergence", "kept", "seconds", "node", "shipped_back")
+
+
 def run_sweep(sweep: Sweep, out, *, workers: int = 1, executor: str = "local", progress: bool = True,
               threads: Optional[int] = None, address: Optional[str] = None, resources=None) -> dict:
     """Run every missing or changed cell; returns (and writes ``OUT/sweep.json``) the summary.
@@ -248,6 +277,10 @@ def run_sweep(sweep: Sweep, out, *, workers: int = 1, executor: str = "local", p
             before = {k: v for k, v in previous.get(cell["id"], {}).items() if k in ("summary", "seconds")}
             records[cell["id"]] = {**rec, **before, "status": "skipped"}
             continue
+        if state == "diverged":  # a recorded outcome: the same config diverges the same way again
+            records[cell["id"]] = {**rec, **diverged_record(previous.get(cell["id"], {}), cdir, rec["dir"]),
+                                   "status": "diverged"}
+            continue
         rec["state"] = state
         records[cell["id"]] = rec
         jobs.append((cell, cdir, state))
@@ -276,6 +309,8 @@ def run_sweep(sweep: Sweep, out, *, workers: int = 1, executor: str = "local", p
                 result = {"status": "failed", "error": f"worker failed: {type(result).__name__}: "
                           f"{str(result).strip().splitlines()[0] if str(result).strip() else ''}"}
             _install_cell(result, out / records[key]["dir"])
+            if result.get("divergence", {}).get("kept"):  # the last finite state, relative to the sweep directory
+                result["kept"] = f"{records[key]['dir']}/{result['divergence']['kept']}"
             records[key].update(result)
             bar.update(1)
             _write_summary(out, sweep, cells, records)

@@ -48,6 +48,21 @@ def call_strategy(regs, kind: str, name: str, fn, *args, **kwargs):
         raise StrategyError(f"{kind} {name!r} ({entry.origin()}) failed: {type(exc).__name__}: {exc}") from exc
 
 
+DIVERGED = "diverged.pt"  # a diverged distillation's last finite state, in its run directory
+
+
+def save_diverged(exc: DivergenceError, path: Path) -> None:
+    """Save the last finite state a :class:`DivergenceError` carries: its tensors (images or latents), the
+    objective's state (e.g. MTT's last positive lr), ``error`` and ``divergence`` (the record: which quantity,
+    at which iteration, its last finite value). The record and the message then name the file."""
+    from pd_plugins.io import atomic_torch_save
+
+    exc.record["kept"] = path.name  # relative to the run directory
+    atomic_torch_save({**exc.state["tensors"], "objective": exc.state.get("objective") or {}, "error": str(exc),
+                       "divergence": exc.record}, path)
+    exc.args = (f"{exc}; saved to {path}",)
+
+
 def checkpoint_note(ctx: "RunContext") -> str:
     """What a failed stage left to resume from: its last checkpoint (kept), or that there is none."""
     path = ctx.checkpoint_path
@@ -231,8 +246,6 @@ class DistillStage(Stage):
         self.init_pool(train, pruned)  # init mode: a selection it cannot take ipc from fails here
 
     def compute(self, ctx, pruned) -> DistillResult:
-        from pd_plugins.io import atomic_torch_save
-
         run, cfg = self.run, self.run.cfg
         train = run.data().train
         data = pruned.apply(train) if cfg.mode == "pool" else train
@@ -242,7 +255,7 @@ class DistillStage(Stage):
                                    init_pool)
         except DivergenceError as exc:
             if exc.state is not None and exc.state.get("tensors"):  # last finite images or latents
-                atomic_torch_save({**exc.state["tensors"], "error": str(exc)}, run.out / "diverged.pt")
+                save_diverged(exc, run.out / DIVERGED)
             raise
         except DeviceMemoryError as exc:  # the checkpoint stays where a rerun of the same command resumes
             raise DeviceMemoryError(f"{exc}; {checkpoint_note(ctx)}") from exc.__cause__
