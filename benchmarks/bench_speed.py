@@ -1,10 +1,13 @@
 """Seconds per iteration of every method as a multiple of the fp32 eager fwd+bwd floor, per execution mode.
 
-Real MNIST (``--data``, default /work/shared/data/mnist.npz), ConvNet-3 (width 128, instancenorm),
-the papers' loop settings: DM ipc 10 (batch_real 256, DSA), DC ipc 1 and ipc 10 (outer/inner
-1/1 and 10/50), DSA ipc 10, MTT ipc 10 (syn_steps 10, batch_syn 100; ``mtt`` unrolled, ``mttc``
-the constant-memory gradient), and expert
-training (one SGD step at batch 256). Modes: fp32 eager, compile, bf16, compile+bf16.
+Real MNIST (``--data``, default /work/shared/data/mnist.npz; ``digits`` for the embedded set), ConvNet-3
+(width 128, instancenorm), the papers' loop settings: DM ipc 10 (batch_real 256, DSA), DC ipc 1 and ipc 10
+(outer/inner 1/1 and 10/50), DSA ipc 10, MTT ipc 10 (syn_steps 10, batch_syn 100; ``mtt`` unrolled,
+``mttc`` the constant-memory gradient), and expert
+training (one SGD step at batch 256). Modes: fp32 eager, compile, bf16, compile+bf16; on CUDA
+(``--device cuda``) also channels_last, cudnn_benchmark and fast (bf16 with both, no compile: compiling
+pays its warm-up once per run and is timed as compile+bf16), each against the same deterministic fp32
+floor of that GPU, with the peak CUDA memory of the timed part. ``--width`` narrows the ConvNet (toy runs).
 
 Every (method, mode) runs in its own subprocess, which first times the floor -- one fp32 eager
 forward+backward of the same ConvNet at batch 256 -- then one warm-up iteration (it pays the
@@ -17,8 +20,8 @@ malloc, the way the original code ran, and each iteration is also reported over 
 iteration's composition). MTT peak RSS at syn_steps 10 and 40 in both memory modes is measured
 in separate subprocesses (fp32 eager, one iteration each).
 
-usage: python benchmarks/bench_speed.py [--quick] [--methods dm,dc1,...] [--modes fp32,bf16,...]
--> benchmarks/results/speed.json and speed.md
+usage: python benchmarks/bench_speed.py [--quick] [--device cuda] [--methods dm,dc1,...] [--modes fp32,bf16,...]
+[--out DIR] -> benchmarks/results/speed.json and speed.md (or DIR/)
 """
 from __future__ import annotations
 
@@ -35,8 +38,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 METHODS = ("dm", "dc1", "dc10", "dsa10", "mtt", "mttc", "experts")  # mttc: MTT with memory=constant
+#: mode -> (precision, compile); the CUDA-only switches of a mode are in SWITCHES
 MODES = {"fp32": ("fp32", False), "compile": ("fp32", True), "bf16": ("bf16", False),
-         "compile+bf16": ("bf16", True)}
+         "compile+bf16": ("bf16", True), "channels_last": ("fp32", False), "cudnn_benchmark": ("fp32", False),
+         "fast": ("bf16", False)}
+SWITCHES = {"channels_last": {"channels_last": True}, "cudnn_benchmark": {"cudnn_benchmark": True},
+            "fast": {"channels_last": True, "cudnn_benchmark": True}}
+CPU_MODES = ("fp32", "compile", "bf16", "compile+bf16")  # the default on a CPU: the switches are CUDA fast paths
 MODEL_OPTIONS = {"width": 128, "depth": 3, "norm": "instancenorm"}
 # what the worker subprocesses run, for the provenance record (modules they load lazily are not listed)
 MEASURED = [("distiller", "dm"), ("distiller", "dc"), ("distiller", "dsa"), ("distiller", "mtt")]
@@ -48,13 +56,30 @@ def _peak_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2
 
 
+def _sync() -> None:
+    """Wait for the GPU (a no-op without CUDA), so a timing covers the work it launched."""
+    import torch
+
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
+
+
 def _timeit(fn, reps: int) -> float:
     times = []
     for _ in range(reps):
+        _sync()
         t = time.perf_counter()
         fn()
+        _sync()
         times.append(time.perf_counter() - t)
     return statistics.median(times)
+
+
+def _load(data_path: str):
+    """The train split timed: the embedded digits (``digits``) or an npz file (MNIST by default)."""
+    from pd_plugins.data.builtin import digits, npz
+
+    return digits(None).train if data_path == "digits" else npz(data_path, name="mnist").train
 
 
 def _floor_fn(ctx, data, n: int):
@@ -63,8 +88,9 @@ def _floor_fn(ctx, data, n: int):
     import torch.nn.functional as F
 
     net = ctx.make_model(data.channels, data.num_classes, data.im_size)
-    x = data.images(torch.arange(n), "cpu")
-    y = data.labels[:n]
+    n = min(n, len(data))
+    x = data.images(torch.arange(n), ctx.device)
+    y = data.labels[:n].to(ctx.device)
 
     def once():
         net.zero_grad(set_to_none=True)
@@ -79,29 +105,38 @@ def _fwd_bwd(ctx, data, n: int, reps: int = 3) -> float:
     return _timeit(_floor_fn(ctx, data, n), reps)
 
 
-def worker(method: str, mode: str, data_path: str, quick: bool, syn_steps: int = 10, memory: str = "unrolled") -> dict:
+def worker(method: str, mode: str, data_path: str, quick: bool, syn_steps: int = 10, memory: str = "unrolled",
+           device: str = "cpu", width: int = MODEL_OPTIONS["width"]) -> dict:
     import torch
 
     from pd_plugins.pipeline.context import RunContext
-    from pd_plugins.data.builtin import npz
     from pd_plugins.distillation.objectives import SyntheticOptimiser, run_iteration
     from pd_plugins.plugins import get_host
     from pd_plugins.distillation.synthetic import class_major_labels, initial_images
+    from pd_plugins.training import device as dev
     from pd_plugins.training.allocator import keep_freed_memory
 
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "2")))
     precision, compile_ = MODES[mode]
-    data = npz(data_path, name="mnist").train
-    base = dict(seed=0, device="cpu", model="convnet", model_options=MODEL_OPTIONS, stage="bench",
+    switches = SWITCHES.get(mode, {})
+    if switches and not dev.is_cuda(device):
+        raise SystemExit(f"mode {mode!r} is a CUDA fast path; give --device cuda")
+    dev.configure(device)  # the floor runs as pd-run does: deterministic kernels on CUDA
+    data = _load(data_path)
+    base = dict(seed=0, device=device, model="convnet", model_options={**MODEL_OPTIONS, "width": width}, stage="bench",
                 cache_dir=Path("/tmp/pd-bench-speed-cache"))
     # the floor as the original code ran it (glibc's default malloc), before this process keeps freed memory
     floor_system = _fwd_bwd(RunContext(**base), data, 256)
     floor_system_100 = _fwd_bwd(RunContext(**base), data, 100) if method in ("mtt", "mttc") else None
     malloc = keep_freed_memory()  # as pd-run does (PD_PLUGINS_MALLOC=system: glibc's defaults), floor included
     floor = _fwd_bwd(RunContext(**base), data, 256)
-    ctx = RunContext(**base, precision=precision, compile=compile_)
+    settings = dev.configure(device, cudnn_benchmark=switches.get("cudnn_benchmark", False))
+    ctx = RunContext(**base, precision=precision, compile=compile_, channels_last=switches.get("channels_last", False))
     reps = 1 if quick else 3
-    out = {"method": method, "mode": mode, "malloc": malloc["malloc"], "floor_s": floor, "threads": torch.get_num_threads(), "timed_iterations": reps}
+    out = {"method": method, "mode": mode, "malloc": malloc["malloc"], "floor_s": floor, "threads": torch.get_num_threads(), "timed_iterations": reps,
+           "device": device, **({"device_settings": settings, "channels_last": ctx.channels_last} if settings else {})}
+    if dev.is_cuda(device):  # the method's own peak, from here on (the floor's is not counted)
+        torch.cuda.reset_peak_memory_stats()
     regs = get_host().registries()
 
     if method == "experts":
@@ -128,11 +163,12 @@ def worker(method: str, mode: str, data_path: str, quick: bool, syn_steps: int =
         obj = dist.objective()
         labels = class_major_labels(data.num_classes, ipc)
         init = "noise" if name == "dc" else "real"
-        images = initial_images(data, ipc, init, ctx.generator("init"), "cpu").requires_grad_(True)
+        images = initial_images(data, ipc, init, ctx.generator("init"), device).requires_grad_(True)
         if name == "mtt":  # timing needs no trained experts: a synthetic trajectory of the right size
             obj.setup_student(data, labels, ctx)
             p0 = torch.cat([p.detach().reshape(-1) for p in obj.student.parameters()])
-            obj._cache[0] = p0 + 0.01 * torch.randn(5, p0.numel(), generator=torch.Generator().manual_seed(0))
+            noise = torch.randn(5, p0.numel(), generator=torch.Generator().manual_seed(0)).to(p0.device)
+            obj._cache[0] = p0 + 0.01 * noise
             out["floor_fwd_bwd_100_s"] = _fwd_bwd(RunContext(**base), data, 100)
             out.update(syn_steps=syn_steps, memory=memory)
         else:
@@ -180,11 +216,13 @@ def worker(method: str, mode: str, data_path: str, quick: bool, syn_steps: int =
     if "floor_fwd_bwd_100_s" in out:
         out["ratio_fwd_bwd_100"] = out["s_per_iter"] / out["floor_fwd_bwd_100_s"]
     out["peak_rss_gb"] = _peak_gb()
+    if dev.is_cuda(device):
+        out["peak_cuda_mib"] = round(torch.cuda.max_memory_allocated() / 2 ** 20, 1)
     return out
 
 
 def _spawn(args: list[str], timeout: int) -> dict:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)}
     try:
         proc = subprocess.run([sys.executable, __file__, "--worker", *args], capture_output=True, text=True,
                               env=env, timeout=timeout)
@@ -200,9 +238,10 @@ def _spawn(args: list[str], timeout: int) -> dict:
     return res
 
 
-def _table(rows: list[dict]) -> str:
+def _table(rows: list[dict], cuda: bool = False) -> str:
     modes = list(dict.fromkeys(r["mode"] for r in rows))
-    head = "| method | original × floor | " + " | ".join(f"{m} × floor (peak GB)" for m in modes) + " |"
+    peak = "peak CUDA MiB" if cuda else "peak GB"
+    head = "| method | original × floor | " + " | ".join(f"{m} × floor ({peak})" for m in modes) + " |"
     lines = [head, "|" + "---|" * (len(modes) + 2)]
     for method in dict.fromkeys(r["method"] for r in rows):
         cells = []
@@ -218,17 +257,22 @@ def _table(rows: list[dict]) -> str:
                     fb_sys = r.get("ratio_system_malloc_fwd_bwd_100")
                     extra += f"; default-malloc floor: {sys_floor:.2f}" + (
                         f" [{fb_sys:.1f} × fb(100)]" if fb_sys is not None else "")
-                cells.append(f"{r['ratio']:.2f}{extra} ({r['peak_rss_gb']:.2f})")
-        lines.append(f"| {method} | {ORIGINAL.get(method, '')} | " + " | ".join(cells) + " |")
+                used = f"{r['peak_cuda_mib']:.0f}" if cuda else f"{r['peak_rss_gb']:.2f}"
+                cells.append(f"{r['ratio']:.2f}{extra} ({used})")
+        original = "–" if cuda else ORIGINAL.get(method, "")  # the originals were timed on CPUs against a CPU floor
+        lines.append(f"| {method} | {original} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="time one iteration per config (DC/DSA ipc 10 scaled)")
-    ap.add_argument("--data", default="/work/shared/data/mnist.npz")
+    ap.add_argument("--data", default="/work/shared/data/mnist.npz", help="an npz file, or digits (embedded)")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda[:N]: every time and peak is of this device")
+    ap.add_argument("--out", default=None, help="folder of speed.json and speed.md (default benchmarks/results)")
+    ap.add_argument("--width", type=int, default=MODEL_OPTIONS["width"], help="ConvNet width (128: the papers')")
     ap.add_argument("--methods", default=",".join(METHODS))
-    ap.add_argument("--modes", default=",".join(MODES))
+    ap.add_argument("--modes", default=None, help=f"default: {','.join(CPU_MODES)} on a CPU, every mode on CUDA")
     ap.add_argument("--mtt-memory", default="10,40", help="syn_steps values for the MTT peak-RSS comparison ('' skips)")
     ap.add_argument("--timeout", type=int, default=1800, help="seconds per subprocess")
     ap.add_argument("--merge", action="store_true",
@@ -240,13 +284,20 @@ def main() -> None:
     ap.add_argument("--memory", default="unrolled", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.worker:
-        print(json.dumps(worker(a.method, a.mode, a.data, a.quick, a.syn_steps, a.memory)))
+        print(json.dumps(worker(a.method, a.mode, a.data, a.quick, a.syn_steps, a.memory, a.device, a.width)))
         return
-    common = ["--data", a.data] + (["--quick"] if a.quick else [])
+    cuda = a.device.startswith("cuda")
+    if cuda:
+        from pd_plugins.training.device import check_device
+
+        check_device(a.device)  # one line when this machine has no such GPU
+    modes = a.modes if a.modes is not None else ",".join(MODES if cuda else CPU_MODES)
+    out_dir = Path(a.out) if a.out else RESULTS
+    common = ["--data", a.data, "--device", a.device, "--width", str(a.width)] + (["--quick"] if a.quick else [])
     load_before = os.getloadavg()
     rows = []
     for method in [m for m in a.methods.split(",") if m]:
-        for mode in [m for m in a.modes.split(",") if m]:
+        for mode in [m for m in modes.split(",") if m]:
             res = {"method": method, "mode": mode, **_spawn(["--method", method, "--mode", mode, *common], a.timeout),
                    "measured": time.strftime("%Y-%m-%d %H:%M"), "loadavg": os.getloadavg()[0]}
             print(json.dumps(res), flush=True)
@@ -255,15 +306,15 @@ def main() -> None:
     for steps in [int(s) for s in a.mtt_memory.split(",") if s]:
         for memory in ("constant", "unrolled"):
             res = _spawn(["--method", "mtt", "--mode", "fp32", "--syn-steps", str(steps), "--memory", memory,
-                          "--data", a.data, "--quick"], a.timeout)
+                          "--data", a.data, "--device", a.device, "--width", str(a.width), "--quick"], a.timeout)
             res = {"syn_steps": steps, "memory": memory, **{k: res.get(k) for k in ("s_per_iter", "ratio",
-                   "ratio_fwd_bwd_100", "peak_rss_gb", "error") if k in res}}
+                   "ratio_fwd_bwd_100", "peak_rss_gb", "peak_cuda_mib", "error") if k in res}}
             print(json.dumps(res), flush=True)
             memory_rows.append(res)
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from _common import current_fingerprints, provenance, stale_files, write_json
 
-    old = json.loads((RESULTS / "speed.json").read_text()) if a.merge and (RESULTS / "speed.json").exists() else None
+    old = json.loads((out_dir / "speed.json").read_text()) if a.merge and (out_dir / "speed.json").exists() else None
     if old is not None and stale_files(old, current_fingerprints()):
         print(f"--merge: results/speed.json measured other code ({stale_files(old, current_fingerprints())}); "
               "its rows are dropped", file=sys.stderr)
@@ -278,11 +329,12 @@ def main() -> None:
     if old is not None:  # merged rows were measured earlier on the same code: keep the first record
         prov = {**prov, "commit": old["provenance"]["commit"], "date": old["provenance"]["date"],
                 "updated": prov["date"]}
-    report = {"quick": a.quick, "loadavg_before": load_before, "loadavg_after": os.getloadavg(),
-              "model_options": MODEL_OPTIONS, "original_ratios": ORIGINAL, "rows": rows, "mtt_memory": memory_rows,
-              "provenance": prov}
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    write_json(RESULTS / "speed.json", report)
+    report = {"quick": a.quick, "device": a.device, "data": a.data, "loadavg_before": load_before,
+              "loadavg_after": os.getloadavg(), "model_options": {**MODEL_OPTIONS, "width": a.width},
+              "original_ratios": ORIGINAL,
+              "rows": rows, "mtt_memory": memory_rows, "provenance": prov}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_json(out_dir / "speed.json", report)
     md = [f"# bench_speed ({'quick' if a.quick else 'full'}); load average before {load_before}, "
           f"after {report['loadavg_after']}", "",
           f"Measured on commit {prov['commit'][:10]} ({prov['date']}{', uncommitted changes' if prov['dirty'] else ''}).",
@@ -290,12 +342,17 @@ def main() -> None:
           "batch 256 timed in the same process; MTT also ÷ fwd+bwd(100). Each process keeps freed memory "
           "(pd_plugins.training.allocator, as pd-run does) and times the floor with it; the "
           "'default-malloc floor' ratio divides by the same floor timed first, with glibc's default "
-          "malloc, as the original code ran (the 'original × floor' column).", "", _table(rows), ""]
+          "malloc, as the original code ran (the 'original × floor' column).", "", _table(rows, cuda), ""]
+    if cuda:
+        md[2:2] = [f"Device: {a.device}; the floor is that GPU's fwd+bwd with deterministic kernels, as pd-run "
+                   "runs; each mode's peak is torch.cuda.max_memory_allocated over its iterations.", ""]
     if memory_rows:
-        md += ["| MTT memory | syn_steps | s/iter | peak RSS GB |", "|---|---|---|---|"]
+        peak = "peak_cuda_mib" if cuda else "peak_rss_gb"
+        md += [f"| MTT memory | syn_steps | s/iter | {'peak CUDA MiB' if cuda else 'peak RSS GB'} |",
+               "|---|---|---|---|"]
         md += [f"| {r['memory']} | {r['syn_steps']} | {r.get('s_per_iter') or r.get('error')} | "
-               f"{r.get('peak_rss_gb')} |" for r in memory_rows]
-    (RESULTS / "speed.md").write_text("\n".join(md) + "\n")
+               f"{r.get(peak)} |" for r in memory_rows]
+    (out_dir / "speed.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
 
 

@@ -178,7 +178,8 @@ def test_manifest_records_the_device_and_each_stages_peak(monkeypatch, host, tmp
 def test_configure_sets_deterministic_cuda_kernels_and_leaves_a_cpu_alone(monkeypatch):
     monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
     seen = {}
-    monkeypatch.setattr(torch, "use_deterministic_algorithms", lambda on, warn_only=False: seen.update(on=on, warn=warn_only))
+    monkeypatch.setattr(torch, "use_deterministic_algorithms",
+                        lambda on, warn_only=False: seen.update(on=on, warn=warn_only))
     monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
     monkeypatch.setattr(torch.backends.cudnn, "deterministic", False)
     assert dev.configure("cpu") == {} and seen == {}
@@ -267,7 +268,7 @@ def test_generators_are_built_on_the_host():
                     and isinstance(node.func.value, ast.Name) and node.func.value.id == "torch":
                 sites.append((str(path.relative_to(ROOT)), [k.arg for k in node.keywords]))
     assert ("pd_plugins/pipeline/context.py", ["device"]) in sites  # RunContext.generator: CPU unless asked
-    on_a_device = [path for path, keywords in sites if "device" in keywords and path != "pd_plugins/pipeline/context.py"]
+    on_a_device = [p for p, keywords in sites if "device" in keywords and p != "pd_plugins/pipeline/context.py"]
     assert not on_a_device, on_a_device
 
 
