@@ -2,6 +2,7 @@
 neutral value, and ``pd-run eval RUN --metrics`` on a finished tiny digits run (stored, reused, refused)."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -171,6 +172,30 @@ def test_metrics_command_prints_the_four_scores_and_stores_them(host, tiny_run, 
     redo = invoke("eval", tiny_run, "--metrics", "hlr", "--overwrite", "--json", "--no-progress")
     assert redo.exit_code == 0 and len(calls) == 2 * 2
     assert json.loads(redo.output)["terms"]["real_hard"]["accs"] == terms["real_hard"]["accs"]
+
+
+def test_each_term_changes_only_labels_augmentation_and_the_lr_source():
+    from pd_plugins.errors import OptionsError
+    from pd_plugins.experiments.robust import TERMS, term_options
+    from pd_plugins.training.evaluate import GladEvaluator, StepEvaluator
+
+    base = StepEvaluator.Options(epochs=7, labels="own")
+    soft_any = term_options(base, TERMS["syn_any"], train_is_soft=True)
+    assert soft_any == base  # a soft-labelled set's own labels are the paper's "any"
+    assert term_options(base, TERMS["syn_any"], train_is_soft=False).labels == "hard"
+    assert term_options(base, TERMS["syn_hard"], train_is_soft=True).labels == "hard"
+    real = term_options(base, TERMS["real_hard"], train_is_soft=True)
+    assert (real.labels, real.use_learned_lr, real.epochs) == ("hard", False, 7)
+    naug = term_options(StepEvaluator.Options(labels="teacher"), TERMS["rdm_naug"], train_is_soft=False)
+    assert (naug.labels, naug.augment, naug.use_learned_lr) == ("teacher", False, False)
+    assert term_options(GladEvaluator.Options(), TERMS["rdm_aug"], train_is_soft=False).augment is True
+
+    @dataclasses.dataclass(frozen=True)
+    class Plain:  # a plugin evaluator's options without labels/augment
+        epochs: int = 1
+
+    with pytest.raises(OptionsError, match="lacks"):
+        term_options(Plain(), TERMS["syn_naug"], train_is_soft=False)
 
 
 def test_random_subsets_match_the_class_counts_and_differ_per_network(host, tiny_run):
