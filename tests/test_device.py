@@ -301,6 +301,8 @@ def test_pool_pixels_resident_or_gathered_through_the_host(monkeypatch, digits_s
     hosted = dev.DevicePixels(pixels, "cpu")  # too large for the device: batches gathered on the host
     assert not hosted.resident and torch.equal(hosted.take(positions), pixels[positions])
     assert hosted.take(positions).dtype == torch.uint8  # normalised on the device, after the copy
+    on_meta = dev.DevicePixels(torch.empty(4, 1, 2, 2, device="meta"), "meta")  # already there: no memory query
+    assert on_meta.resident and on_meta.take(torch.tensor([1, 3])).shape == (2, 1, 2, 2)
 
 
 def test_real_pool_draws_the_same_batches_wherever_its_pixels_live(monkeypatch, digits_splits):

@@ -191,7 +191,8 @@ class DevicePixels:
 
     def __init__(self, pixels, device: str):
         self.device = str(device)
-        self.resident = fits_on_device(pixels.numel() * pixels.element_size(), self.device)
+        already_there = pixels.device.type != "cpu" and pixels.device.type == device_type(self.device)
+        self.resident = already_there or fits_on_device(pixels.numel() * pixels.element_size(), self.device)
         self.pixels = pixels.to(self.device) if self.resident else pixels.cpu()
 
     def __len__(self) -> int:
