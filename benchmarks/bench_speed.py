@@ -75,6 +75,22 @@ def _timeit(fn, reps: int) -> float:
     return statistics.median(times)
 
 
+def _count_syncs(fn) -> int:
+    """How often ``fn`` makes the host wait for the GPU (CUDA's sync debug mode warns at every such call)."""
+    import warnings
+
+    import torch
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            fn()
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    return sum("synchronizing" in str(w.message) for w in caught)
+
+
 def _load(data_path: str):
     """The train split timed: the embedded digits (``digits``) or an npz file (MNIST by default)."""
     from pd_plugins.data.builtin import digits, npz
@@ -138,6 +154,7 @@ def worker(method: str, mode: str, data_path: str, quick: bool, syn_steps: int =
     if dev.is_cuda(device):  # the method's own peak, from here on (the floor's is not counted)
         torch.cuda.reset_peak_memory_stats()
     regs = get_host().registries()
+    again = None  # one untimed iteration more, whose host-device synchronisations are counted on CUDA
 
     if method == "experts":
         from pd_plugins.training.evaluate import train_network
@@ -151,6 +168,7 @@ def worker(method: str, mode: str, data_path: str, quick: bool, syn_steps: int =
                           decay_epoch=None, augmenter=aug, generator=torch.Generator().manual_seed(0))
         step()
         out["s_per_iter"] = _timeit(step, max(reps, 3))
+        again = step
     else:
         ipc = {"dm": 10, "dc1": 1, "dc10": 10, "dsa10": 10, "mtt": 10, "mttc": 10}[method]
         name = {"dm": "dm", "dc1": "dc", "dc10": "dc", "dsa10": "dsa", "mtt": "mtt", "mttc": "mtt"}[method]
@@ -207,7 +225,10 @@ def worker(method: str, mode: str, data_path: str, quick: bool, syn_steps: int =
                 out["interleaved_ratio_fwd_bwd_100"] = statistics.median(t / f for t, f in pairs)
             else:
                 out["s_per_iter"] = _timeit(lambda: run_iteration(obj, images, optimiser, next(it)), reps)
+            again = lambda: run_iteration(obj, images, optimiser, next(it))  # noqa: E731
     out["ratio"] = out["s_per_iter"] / floor
+    if dev.is_cuda(device) and again is not None:  # one more iteration, counting its waits for the GPU
+        out["host_syncs_per_iter"] = _count_syncs(again)
     out["floor_system_malloc_s"] = floor_system
     out["ratio_system_malloc_floor"] = out["s_per_iter"] / floor_system
     if floor_system_100 is not None:

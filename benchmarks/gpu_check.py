@@ -8,8 +8,9 @@ torch version and commit:
 2. ``runs``: one short end-to-end ``pd-run`` per distiller (dc, dsa, dm, mtt, glad, ld3m with a tiny
    prior) and per pruner on the embedded digits; exit code, accuracy, seconds, peak CUDA memory per stage.
 3. ``speed``: ``bench_speed.py`` on the device -- each distiller's iteration in units of that GPU's fp32
-   fwd+bwd, fp32 and the fast path, with peak memory (``OUT/speed.*``), and each fast-path switch alone
-   on DM (``OUT/speed_switches.*``): bf16, compile+bf16, channels_last, cudnn_benchmark.
+   fwd+bwd, fp32 and the fast path, with peak memory and the host-device synchronisations of one
+   iteration (``OUT/speed.*``), and each fast-path switch alone on DM (``OUT/speed_switches.*``): bf16,
+   compile+bf16, channels_last, cudnn_benchmark.
 4. ``accuracy``: the CIFAR-10 subset (4,000 train / 1,000 test) with DM at ipc 10 and MTT at ipc 1 (ZCA),
    each against a random real subset of the same ipc, the published full-CIFAR-10 numbers beside ours.
 
@@ -332,9 +333,9 @@ def step_speed(device: str, sizes: dict, deadline: Deadline, out: Path, dry: boo
         rows = [json.loads(ln) for ln in stdout.splitlines() if ln.startswith("{")]
         errors = [f"{r['method']}/{r['mode']}: {r['error']}" for r in rows if "error" in r]
         status = "ok" if code == 0 and rows and not errors else ("timeout" if code is None else "failed")
-        result[name] = {"status": status, "rows": [{k: r.get(k) for k in ("method", "mode", "ratio", "s_per_iter",
-                                                                          "floor_s", "peak_cuda_mib", "peak_rss_gb",
-                                                                          "error") if k in r} for r in rows],
+        kept = ("method", "mode", "ratio", "s_per_iter", "floor_s", "peak_cuda_mib", "peak_rss_gb",
+                "host_syncs_per_iter", "error")
+        result[name] = {"status": status, "rows": [{k: r[k] for k in kept if k in r} for r in rows],
                         "errors": errors}
         statuses.append(status)
         folder = out / name  # bring the files up to OUT itself (the device tool returns at most 2 levels)
@@ -387,13 +388,14 @@ def markdown(report: dict) -> str:
         rows = speed.get(name, {}).get("rows", [])
         if rows:
             lines += ["", f"## {name} (× the fp32 fwd+bwd floor of the same device; {speed['data']}, width "
-                          f"{speed['width']}; tables in {name}.md)", "", "| method | mode | × floor | peak |",
-                      "|---|---|---|---|"]
+                          f"{speed['width']}; tables in {name}.md)", "",
+                      "| method | mode | × floor | peak | host syncs / iteration |", "|---|---|---|---|---|"]
             for r in rows:
                 peak = (f"{r['peak_cuda_mib']:.0f} MiB" if r.get("peak_cuda_mib") is not None
                         else f"{r.get('peak_rss_gb') or 0:.2f} GB RSS")
                 ratio = f"{r['ratio']:.2f}" if r.get("ratio") is not None else r.get("error", "-")
-                lines.append(f"| {r['method']} | {r['mode']} | {ratio} | {peak} |")
+                syncs = r.get("host_syncs_per_iter", "-")
+                lines.append(f"| {r['method']} | {r['mode']} | {ratio} | {peak} | {syncs} |")
     return "\n".join(lines) + "\n"
 
 

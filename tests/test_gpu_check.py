@@ -105,3 +105,21 @@ def test_shell_wrapper_names_missing_packages(tmp_path):
     assert res.returncode == 2
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("gpu_check.sh: missing torch, kornia") and ".whl/" in lines[0]
+
+
+def test_bench_speed_counts_the_host_waits_of_an_iteration(monkeypatch):
+    """CUDA's sync debug mode warns at every call that makes the host wait; bench_speed counts them."""
+    import warnings
+
+    spec = importlib.util.spec_from_file_location("bench_speed_syncs", BENCH / "bench_speed.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    modes = []
+    monkeypatch.setattr(torch.cuda, "set_sync_debug_mode", modes.append)
+
+    def iteration():
+        for _ in range(3):
+            warnings.warn("called a synchronizing CUDA operation", UserWarning)
+        warnings.warn("something else", UserWarning)
+
+    assert mod._count_syncs(iteration) == 3 and modes == ["warn", "default"]

@@ -49,7 +49,7 @@ class RunContext:
     augmentation_options: dict = field(default_factory=dict)
     precision: str = "fp32"
     compile: bool = False
-    channels_last: bool = False  # networks in channels-last layout (a CUDA fast path; measured by benchmarks/gpu_check.py)
+    channels_last: bool = False  # networks in channels-last layout (a CUDA fast path, measured by gpu_check.py)
     checkpoint_every: int = 0
     on_log: Optional[Callable[[int, dict], None]] = None
     on_rewind: Optional[Callable[[int], None]] = None
