@@ -69,6 +69,15 @@ class Executor:
     kind = "none"
     remote = False  # tasks run in other processes (the context they get is stripped)
 
+    def node_of(self, key) -> Optional[str]:
+        """The cluster node that ran task ``key`` of the latest map (None off a cluster)."""
+        return None
+
+    @property
+    def tasks_per_node(self) -> dict[str, int]:
+        """How many tasks each cluster node has finished so far (empty off a cluster)."""
+        return {}
+
     def map(self, fn: Callable, tasks: Iterable[tuple[Any, tuple]], shared: tuple = (), *,
             return_exceptions: bool = False) -> Iterator[tuple[Any, Any]]:
         for key, args in tasks:
@@ -159,12 +168,21 @@ def import_ray():
 FORWARDED_ENV = ("PD_LOAD_PLUGINS", "PD_STRICT_PLUGINS", "PD_CACHE_DIR")
 
 
+def call_task_on_node(fn: Callable, threads: Optional[int], shared: tuple, args: tuple) -> tuple[str, Any]:
+    """:func:`call_task` in a Ray worker, returning ``(id of the node it ran on, result)``."""
+    import ray
+
+    return ray.get_runtime_context().get_node_id(), call_task(fn, threads, shared, args)
+
+
 class RayExecutor(Executor):
     """Tasks on a Ray cluster: the one at ``address`` (or ``RAY_ADDRESS``), else a local one.
 
     Each task asks Ray for ``resources`` (CPUs, GPUs, memory), so on a GPU cluster every
     task gets its own GPU. A task whose worker or node dies is retried up to ``max_retries``
-    times; the work it depends on (run folders, caches) resumes from what was written.
+    times (on the nodes still alive); the work it depends on (run folders, caches) resumes
+    from what was written. The executor records the node that ran each task (:meth:`node_of`,
+    :attr:`tasks_per_node`).
     """
 
     kind = "ray"
@@ -177,6 +195,8 @@ class RayExecutor(Executor):
         self.address = address or os.environ.get("RAY_ADDRESS") or None
         self.workers = workers
         self._started = False
+        self._nodes: dict[Any, str] = {}  # task key -> node, for the latest map
+        self._per_node: dict[str, int] = {}
         env = {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}
         if not ray.is_initialized():
             common = dict(logging_level="WARNING", log_to_driver=False, ignore_reinit_error=True,
@@ -195,20 +215,23 @@ class RayExecutor(Executor):
                                 "max_retries": max_retries, "retry_exceptions": False}
         if resources.memory_gb:
             opts["memory"] = int(resources.memory_gb * 2 ** 30)
-        self._remote = ray.remote(call_task).options(**opts)
+        self._remote = ray.remote(call_task_on_node).options(**opts)
 
     def map(self, fn, tasks, shared=(), *, return_exceptions=False):
         ray = self.ray
         shared_ref = ray.put(tuple(shared))
         threads = self.resources.torch_threads
         refs = {self._remote.remote(fn, threads, shared_ref, args): key for key, args in tasks}
+        self._nodes = {}
         pending = list(refs)
         try:
             while pending:
                 ready, pending = ray.wait(pending, num_returns=1)
                 for ref in ready:
                     try:
-                        result = ray.get(ref)
+                        node, result = ray.get(ref)
+                        self._nodes[refs[ref]] = node
+                        self._per_node[node] = self._per_node.get(node, 0) + 1
                     except Exception as exc:  # noqa: BLE001 - the task's error (as its own type) or a lost worker
                         if not return_exceptions:
                             raise
@@ -218,6 +241,13 @@ class RayExecutor(Executor):
             for ref in pending:
                 ray.cancel(ref, force=True)
 
+    def node_of(self, key) -> Optional[str]:
+        return self._nodes.get(key)
+
+    @property
+    def tasks_per_node(self) -> dict[str, int]:
+        return dict(self._per_node)
+
     def close(self) -> None:
         if self._started and self.ray.is_initialized():
             self.ray.shutdown()
@@ -226,7 +256,7 @@ class RayExecutor(Executor):
     def describe(self) -> dict:
         return {"executor": "ray", "address": self.address or "local", "cpus_per_task": self.resources.cpus,
                 "gpus_per_task": self.resources.gpus, "memory_gb_per_task": self.resources.memory_gb,
-                "threads": self.resources.torch_threads}
+                "threads": self.resources.torch_threads, "tasks_per_node": self.tasks_per_node}
 
 
 def driver_output(kind: str):

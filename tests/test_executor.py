@@ -101,7 +101,7 @@ def test_cell_on_a_node_without_the_sweep_filesystem_brings_its_folder_back(tmp_
         (cdir / name).unlink()
 
     rec = remote_cell(TINY_CELL, str(cdir), False, str(marker), "another-node", pack_dir(cdir))
-    assert rec["status"] == "done", rec
+    assert rec["status"] == "done" and rec["shipped_back"], rec
     assert not (cdir / "distill.pt").exists()  # nothing written in place by the "remote" node
     _install_cell(rec, cdir)
     assert "folder" not in rec and rec["summary"]["out"] == str(cdir)
@@ -119,3 +119,4 @@ def test_cell_on_a_node_without_the_sweep_filesystem_brings_its_folder_back(tmp_
     shared = tmp_path / "sweep" / "cells" / "d"
     rec = remote_cell(TINY_CELL, str(shared), False, str(marker), "driver-token", None)
     assert rec["status"] == "done" and "folder" not in rec and (shared / "eval.json").exists()
+    assert rec["shipped_back"] is False

@@ -36,4 +36,6 @@ def register_commands(cli):
                 directory, trained = run.distiller.experts(data, run.context("experts"))
         print_summary({"experts_dir": str(directory), "experts": run.distiller.options.experts,
                        "trained_now": trained, "pool_size": len(data),
-                       "expert_batch": run.distiller.recipe(len(data)).batch}, params.get("as_json", False))
+                       "expert_batch": run.distiller.recipe(len(data)).batch,
+                       **({"tasks_per_node": executor.tasks_per_node} if executor.tasks_per_node else {})},
+                      params.get("as_json", False))

@@ -195,9 +195,10 @@ def remote_cell(cfg_values: dict, out: str, overwrite: bool, marker: str, token:
                 packed: Optional[bytes] = None) -> dict:
     """A cell on any node. Where the sweep directory is visible (shared filesystem) the cell runs in
     place; elsewhere it runs in a node-local folder (seeded with ``packed``, the driver's unfinished
-    copy) that travels back in the record (``folder``) for the driver to install."""
+    copy) that travels back in the record (``folder``) for the driver to install. ``shipped_back``
+    says which of the two happened."""
     if _sees_sweep(marker, token):
-        return run_cell(cfg_values, out, overwrite, lock_wait=RETRY_LOCK_WAIT)
+        return {**run_cell(cfg_values, out, overwrite, lock_wait=RETRY_LOCK_WAIT), "shipped_back": False}
     import tempfile
 
     from pd_plugins.transfer import pack_dir, unpack_dir
@@ -209,7 +210,7 @@ def remote_cell(cfg_values: dict, out: str, overwrite: bool, marker: str, token:
         record = run_cell(cfg_values, str(local), overwrite)
         record["folder"] = pack_dir(local) if local.exists() else None
         record["node_local"] = str(local)
-    return record
+    return {**record, "shipped_back": True}
 
 
 def _sees_sweep(marker: str, token: str) -> bool:
@@ -234,6 +235,8 @@ def _install_cell(record: dict, cdir: Path) -> None:
         record["summary"]["out"] = str(cdir)
 
 
+# what a finished cell's record keeps from the run that finished it
+KEPT_ON_SKIP = ("summary", "seconds", "node", "shipped_back")
 # what a diverged cell's record keeps from the run that diverged (it is not rerun while its config is the same)
 KEPT_ON_DIVERGED = ("error", "outcome", "divergence", "kept", "seconds", "node", "shipped_back")
 
@@ -274,7 +277,7 @@ def run_sweep(sweep: Sweep, out, *, workers: int = 1, executor: str = "local", p
             records[cell["id"]] = {**rec, "status": "failed", "error": str(exc)}
             continue
         if state == "finished":  # keep what the run that finished it recorded
-            before = {k: v for k, v in previous.get(cell["id"], {}).items() if k in ("summary", "seconds")}
+            before = {k: v for k, v in previous.get(cell["id"], {}).items() if k in KEPT_ON_SKIP}
             records[cell["id"]] = {**rec, **before, "status": "skipped"}
             continue
         if state == "diverged":  # a recorded outcome: the same config diverges the same way again
@@ -309,6 +312,8 @@ def run_sweep(sweep: Sweep, out, *, workers: int = 1, executor: str = "local", p
                 result = {"status": "failed", "error": f"worker failed: {type(result).__name__}: "
                           f"{str(result).strip().splitlines()[0] if str(result).strip() else ''}"}
             _install_cell(result, out / records[key]["dir"])
+            if ex.node_of(key):  # the cluster node that ran it (after retries: the one that finished it)
+                result["node"] = ex.node_of(key)
             if result.get("divergence", {}).get("kept"):  # the last finite state, relative to the sweep directory
                 result["kept"] = f"{records[key]['dir']}/{result['divergence']['kept']}"
             records[key].update(result)
@@ -326,6 +331,9 @@ def _write_summary(out: Path, sweep: Sweep, cells: list, records: dict) -> dict:
     for r in ordered:
         counts[r.get("status", "pending")] = counts.get(r.get("status", "pending"), 0) + 1
     summary = {"name": sweep.name, "grid": sweep.grid, "fixed": sweep.fixed, "counts": counts, "cells": ordered}
+    nodes = [r["node"] for r in ordered if r.get("node")]
+    if nodes:  # cells per cluster node (Ray)
+        summary["cells_per_node"] = {n: nodes.count(n) for n in sorted(set(nodes))}
     atomic_write_json(out / "sweep.json", summary)
     return summary
 
