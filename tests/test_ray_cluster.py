@@ -6,97 +6,20 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
-import shutil
 import signal
-import socket
-import subprocess
-import sys
-import tempfile
 import time
 from pathlib import Path
 
 import pytest
 import torch
-import yaml
 
 pytest.importorskip("ray", reason="the `ray` extra is not installed (pip install -e '.[ray]'); .ci/run installs it")
 
-from tests.proc_runs import REPO, env  # noqa: E402
+from tests.ray_nodes import Cluster, finish, same_cell, sweep_file  # noqa: E402
 
 DM_CELL = {"pruner": "random", "keep": 0.5, "distiller": "dm", "ipc": 2, "device": "cpu",
            "distiller_options": {"iterations": 4, "batch_real": 16},
            "evaluator_options": {"epochs": 4, "batch": 64}, "eval_repeats": 1}
-
-
-def _free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
-
-
-def _session_pids(sid: int) -> list[int]:
-    """Processes of session ``sid`` (the cluster started in its own session), read from /proc."""
-    pids = []
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit():
-            try:
-                if int((d / "stat").read_text().rsplit(")", 1)[1].split()[3]) == sid:
-                    pids.append(int(d.name))
-            except (OSError, IndexError, ValueError):
-                pass
-    return pids
-
-
-class Cluster:
-    def __init__(self, root: Path):
-        self.root = root
-        self.temp = tempfile.mkdtemp(prefix="pdray-", dir="/tmp")  # short: Ray's socket paths are length-limited
-        names = ["port", "ray-client-server-port", "dashboard-agent-listen-port", "dashboard-agent-grpc-port",
-                 "runtime-env-agent-port", "metrics-export-port", "node-manager-port", "object-manager-port"]
-        ports = dict(zip(names, _free_ports(len(names))))
-        self.address = f"127.0.0.1:{ports['port']}"
-        # token authentication (the `ray start` default) with a token of this cluster only
-        self.env = {**env(root / "cache"), "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(16),
-                    "RAY_USAGE_STATS_ENABLED": "0"}
-        self.env.pop("RAY_ADDRESS", None)
-        self.log = root / "ray-start.log"
-        cmd = [str(Path(sys.executable).with_name("ray")), "start", "--head", "--block", "--node-ip-address=127.0.0.1",
-               "--num-cpus=2", "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={self.temp}",
-               *(f"--{k}={v}" for k, v in ports.items())]
-        with open(self.log, "w") as fh:
-            self.proc = subprocess.Popen(cmd, env=self.env, cwd=REPO, stdout=fh, stderr=subprocess.STDOUT,
-                                         start_new_session=True)
-        t0 = time.monotonic()
-        while "Ray runtime started" not in self.log.read_text():
-            if self.proc.poll() is not None or time.monotonic() - t0 > 180:
-                self.stop()
-                raise RuntimeError(f"ray start failed:\n{self.log.read_text()[-2000:]}")
-            time.sleep(0.2)
-
-    def pd(self, *args) -> subprocess.Popen:
-        return subprocess.Popen([sys.executable, "-m", "pd_plugins", *map(str, args)], env=self.env, cwd=REPO,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-    def stop(self) -> None:
-        sid = self.proc.pid
-        try:
-            os.killpg(sid, signal.SIGTERM)
-            self.proc.wait(timeout=5)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            pass
-        for pid in _session_pids(sid):  # whatever did not stop: only this cluster's processes
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        if self.proc.poll() is None:
-            self.proc.wait(timeout=15)
-        shutil.rmtree(self.temp, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
@@ -108,36 +31,18 @@ def cluster(tmp_path_factory):
         c.stop()
 
 
-def _sweep_file(path: Path, grid: dict, fixed: dict) -> Path:
-    path.write_text(yaml.safe_dump({"name": path.stem, "grid": grid, "fixed": fixed}))
-    return path
-
-
-def _finish(proc: subprocess.Popen, timeout: float = 400) -> str:
-    out, err = proc.communicate(timeout=timeout)
-    assert proc.returncode == 0, err[-3000:]
-    return out
-
-
-def _same_cell(a: Path, b: Path) -> None:
-    da, db = (torch.load(p / "distill.pt", weights_only=True) for p in (a, b))
-    assert da["images"].equal(db["images"])
-    ea, eb = (json.loads((p / "eval.json").read_text())["results"] for p in (a, b))
-    assert ea == eb
-
-
 def test_sweep_joins_the_cluster_through_address(cluster, tmp_path, host):
     from pd_plugins.experiments.sweep import Sweep, run_sweep
 
     grid = {"seed": [0, 1]}
-    sf = _sweep_file(tmp_path / "two.yaml", grid, DM_CELL)
+    sf = sweep_file(tmp_path / "two.yaml", grid, DM_CELL)
     out = tmp_path / "on-ray"
-    summary = json.loads(_finish(cluster.pd("sweep", sf, "--executor", "ray", "--address", cluster.address,
+    summary = json.loads(finish(cluster.pd("sweep", sf, "--executor", "ray", "--address", cluster.address,
                                             "--cpus-per-cell", "1", "--json", "--no-progress", "--out", out)))
     assert summary["counts"] == {"done": 2}, summary
     ref = run_sweep(Sweep(name="two", grid=grid, fixed=DM_CELL), tmp_path / "inline", progress=False)
     for cell in ref["cells"]:
-        _same_cell(tmp_path / "inline" / cell["dir"], out / cell["dir"])
+        same_cell(tmp_path / "inline" / cell["dir"], out / cell["dir"])
     assert all(c["summary"]["out"] == str(out / c["dir"]) for c in summary["cells"])
 
 
@@ -149,7 +54,7 @@ def test_experts_train_on_the_cluster_bit_identical(cluster, tmp_path, host, mon
     args = ["experts", "--pruner", "random", "--keep", "0.2", "-D", "experts=3", "-D", "train_epochs=2",
             "-D", "expert_epochs=1", "-D", "max_start_epoch=1", "-D", "expert_batch=64", "--device", "cpu",
             "--no-progress", "--json"]
-    on_ray = json.loads(_finish(cluster.pd(*args, "--executor", "ray", "--address", cluster.address,
+    on_ray = json.loads(finish(cluster.pd(*args, "--executor", "ray", "--address", cluster.address,
                                            "--out", tmp_path / "e-ray")))
     assert on_ray["trained_now"] == 3
     monkeypatch.setenv("PD_CACHE_DIR", str(tmp_path / "inline-cache"))
@@ -167,7 +72,7 @@ def test_killed_worker_mid_cell_leaves_the_sweep_result_unchanged(cluster, tmp_p
     from pd_plugins.experiments.sweep import run_cell
 
     cell = {**DM_CELL, "distiller_options": {"iterations": 200, "batch_real": 16}, "checkpoint_every": 10}
-    sf = _sweep_file(tmp_path / "one.yaml", {"seed": [0]}, cell)
+    sf = sweep_file(tmp_path / "one.yaml", {"seed": [0]}, cell)
     out = tmp_path / "killed"
     proc = cluster.pd("sweep", sf, "--executor", "ray", "--address", cluster.address, "--json", "--no-progress",
                       "--out", out)
@@ -181,12 +86,12 @@ def test_killed_worker_mid_cell_leaves_the_sweep_result_unchanged(cluster, tmp_p
     assert worker != proc.pid  # the cell runs in a Ray worker, not in the driver
     os.kill(worker, signal.SIGKILL)
     killed_before_distill_finished = not (cdir / "distill.pt").exists()
-    summary = json.loads(_finish(proc))
+    summary = json.loads(finish(proc))
     assert killed_before_distill_finished
     assert summary["counts"] == {"done": 1}, summary
     ref = tmp_path / "undisturbed"
     assert run_cell({**cell, "seed": 0}, str(ref), False)["status"] == "done"
-    _same_cell(ref, cdir)
+    same_cell(ref, cdir)
 
     def logged(run_dir):
         rows = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
