@@ -64,6 +64,10 @@ _EXPORTS: dict[str, str] = {
     "ScorerRecipe": "pd_plugins.pruning.scoring",
     "train_scorers": "pd_plugins.pruning.scoring",
     "embed_dataset": "pd_plugins.training.features",
+    # what a strategy's ``cost`` hook declares (pd-run plan, the pre-run memory check)
+    "StageCost": "pd_plugins.planning.costs",
+    "NetworkPass": "pd_plugins.planning.costs",
+    "TimedUnit": "pd_plugins.planning.costs",
     # the plugin host
     "Host": "pd_plugins.plugins",
     "get_host": "pd_plugins.plugins",

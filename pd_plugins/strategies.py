@@ -17,6 +17,7 @@ if TYPE_CHECKING:  # pragma: no cover
     import torch
 
     from pd_plugins.pipeline.context import RunContext
+    from pd_plugins.planning.costs import StageCost
     from pd_plugins.types import DistillResult, ImageDataset, PruneResult
 
 
@@ -114,6 +115,12 @@ class Pruner(Strategy):
     def implied_keep(cls, options) -> Optional[float]:
         """The kept fraction these options fix by themselves (a percentile window), or None
         when ``--keep`` decides; the host rejects a ``--keep`` that disagrees."""
+        return None
+
+    def cost(self, data: "ImageDataset", keep: float, ctx: "RunContext") -> "Optional[list[StageCost]]":
+        """What :meth:`prune` with these arguments costs (``pd-run plan``, the pre-run memory check):
+        the stage's network passes, resident tensors and timed units (:mod:`pd_plugins.planning.costs`).
+        None (the default): not declared, so the stage is reported without an estimate."""
         return None
 
 
@@ -216,6 +223,14 @@ class Distiller(Strategy):
     ) -> "DistillResult":
         raise NotImplementedError
 
+    def cost(self, data: "ImageDataset", ipc: int, ctx: "RunContext",
+             init_pool: Optional["ImageDataset"] = None) -> "Optional[list[StageCost]]":
+        """What :meth:`distill` with these arguments costs, one :class:`~pd_plugins.planning.costs.StageCost`
+        per stage it runs (MTT: ``experts`` and ``distill``). None (the default): not declared, and
+        ``pd-run plan`` times :meth:`distill` at 1 and 2 iterations instead when the options have
+        ``iterations`` (a probe-only estimate, without memory)."""
+        return None
+
 
 class Evaluator(Strategy):
     """Trains fresh networks on a set and tests them: ``evaluate(train, test, ctx, lr=None)``.
@@ -232,3 +247,8 @@ class Evaluator(Strategy):
 
     def evaluate(self, train: "ImageDataset", test: "ImageDataset", ctx: "RunContext", *, lr=None, model=None, repeats=1):
         raise NotImplementedError
+
+    def cost(self, train: "ImageDataset", test: "ImageDataset", ctx: "RunContext", *,
+             lr=None) -> "Optional[list[StageCost]]":
+        """What :meth:`evaluate` with these arguments costs (see :meth:`Pruner.cost`); None: not declared."""
+        return None

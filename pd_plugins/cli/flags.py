@@ -12,8 +12,8 @@ from pd_plugins.config import load_config_file
 from pd_plugins.paths import PathParam
 from pd_plugins.strategies import BUDGETS
 
-__all__ = ["RUN_FLAGS", "EXECUTOR_FLAGS", "FIELD_OF", "MULTI_OF", "run_flags", "executor_flags", "driver_output",
-           "make_executor_from", "build_config", "print_summary", "show_traceback", "execute_stages"]
+__all__ = ["RUN_FLAGS", "EXECUTOR_FLAGS", "FORCE_FLAG", "FIELD_OF", "MULTI_OF", "run_flags", "executor_flags",
+           "driver_output", "make_executor_from", "build_config", "print_summary", "show_traceback", "execute_stages"]
 
 
 def show_traceback(ctx: click.Context, enabled: bool) -> None:
@@ -102,6 +102,10 @@ EXECUTOR_FLAGS = [
 ]
 
 
+FORCE_FLAG = click.option("--force", is_flag=True,
+                          help="run even when the estimated peak memory exceeds the free memory (pd-run plan).")
+
+
 def executor_flags(fn):
     """Decorate a command with the executor options (``--executor``, ``--workers``, ``--address``, ...)."""
     for opt in reversed(EXECUTOR_FLAGS):
@@ -183,7 +187,7 @@ def execute_stages(ctx: click.Context, params: dict, stages, base: Optional[dict
     with make_executor_from(params) as executor, driver_output(executor.kind):
         announce = None if params.get("as_json") else (lambda line: click.echo(line, err=True))
         run = Run(cfg, overwrite=params.get("overwrite", False), executor=executor, announce=announce)
-        summary = run.execute(stages)
+        summary = run.execute(stages, force=params.get("force", False))
     if run.resolved["budget"] != "paper" and not params.get("as_json"):  # after the run: errors stay one line
         click.echo(f"budget '{run.resolved['budget']}': scaled-down settings, recorded in {run.out}/config.json",
                    err=True)

@@ -1,4 +1,4 @@
-"""The run commands: ``run`` (the default), ``prune``, ``distill --from`` and ``config``."""
+"""The run commands: ``run`` (the default), ``prune``, ``distill --from``, ``config`` and ``plan``."""
 from __future__ import annotations
 
 import json
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from pd_plugins.cli.flags import build_config, execute_stages, executor_flags, run_flags
+from pd_plugins.cli.flags import FORCE_FLAG, build_config, execute_stages, executor_flags, run_flags, show_traceback
 from pd_plugins.errors import DataError
 from pd_plugins.paths import PathParam
 
@@ -14,6 +14,7 @@ from pd_plugins.paths import PathParam
 @click.command("run")
 @run_flags
 @executor_flags
+@FORCE_FLAG
 @click.pass_context
 def run_cmd(ctx, **params):
     """Prune, distill and evaluate (the default command)."""
@@ -25,6 +26,7 @@ def run_cmd(ctx, **params):
 @click.command("prune")
 @run_flags
 @executor_flags
+@FORCE_FLAG
 @click.pass_context
 def prune_cmd(ctx, **params):
     """Run the pruning stage alone (OUT/prune.pt); continue with `pd-run distill --from OUT`."""
@@ -36,6 +38,7 @@ def prune_cmd(ctx, **params):
               help="a run directory with prune.pt.")
 @run_flags
 @executor_flags
+@FORCE_FLAG
 @click.pass_context
 def distill_cmd(ctx, from_dir, **params):
     """Distill (and evaluate) from the pruned set of an earlier `pd-run prune` run."""
@@ -83,4 +86,32 @@ def config_cmd(ctx, **params):
     click.echo(json.dumps(run.config_json(), indent=2, default=str))
 
 
-COMMANDS = (run_cmd, prune_cmd, distill_cmd, config_cmd)
+@click.command("plan")
+@run_flags
+@executor_flags
+@FORCE_FLAG
+@click.pass_context
+def plan_cmd(ctx, **params):
+    """Estimate a run's memory and time without running it (takes `pd-run run`'s flags).
+
+    Prints the parameters of the networks used, the data's bytes, stored expert trajectories, and
+    each stage's peak memory (from the networks' shapes) and time (from timed probes of its work at
+    the real shapes), against the free memory."""
+    show_traceback(ctx, params.get("traceback", False))
+    from pd_plugins.pipeline.runner import Run, STAGES
+    from pd_plugins.planning.budget import free_memory
+    from pd_plugins.planning.estimate import estimate_run
+    from pd_plugins.planning.report import format_estimate
+
+    run = Run(build_config(ctx, params), quiet=True)
+    run._check_inputs(STAGES)  # the data, a --subset file, a distiller's inputs: as `pd-run run` checks them
+    estimate = estimate_run(run, STAGES)
+    free = free_memory(run.device)
+    if params.get("as_json"):
+        click.echo(json.dumps({**estimate.to_json(), "free_bytes": free[0] if free else None,
+                               "free_of": free[1] if free else None}, indent=2))
+    else:
+        click.echo(format_estimate(estimate, free))
+
+
+COMMANDS = (run_cmd, prune_cmd, distill_cmd, config_cmd, plan_cmd)

@@ -134,11 +134,15 @@ class GradientMatchingObjective(Objective):
     def after_step(self, images, it, step):
         if step == self.outer_loop - 1:
             return  # the paper never trains the network after the last outer step
+        self.train_inner(images, it, step, self.inner_loop)
+
+    def train_inner(self, images, it, step, epochs):
+        """Train the network ``epochs`` epochs on the detached synthetic set (the inner loop)."""
         from pd_plugins.training.evaluate import train_network
 
         syn = replace(self.data, pixels=images.detach(), labels=self.labels,
                       index=torch.full((images.shape[0],), -1, dtype=torch.long), normalized=True)
-        train_network(self.net, syn, self.ctx, epochs=self.inner_loop, lr=self.lr_net, momentum=0.0,
+        train_network(self.net, syn, self.ctx, epochs=epochs, lr=self.lr_net, momentum=0.0,
                       weight_decay=0.0, batch=self.batch_train, decay_epoch=None, augmenter=self.aug,
                       generator=self.ctx.generator("dc-inner", it, step), desc="dc inner")
 
@@ -194,6 +198,41 @@ class DC(Distiller):
                                          batch_train=o.batch_train, lr_net=o.lr_net, metric=o.metric,
                                          augment=self.augment if o.augment is None else o.augment,
                                          runtime_prune=o.runtime_prune)
+
+    def cost(self, data, ipc, ctx, init_pool=None):
+        """Matching: per class, a real batch's first-order gradient (freed at once) and the synthetic
+        images' second-order one, held for all classes until the images' backward; the inner loop
+        trains on the synthetic set after those graphs are freed."""
+        from pd_plugins.planning.costs import (NetworkPass, StageCost, TimedUnit, parameter_bytes, pool_on_device,
+                                               synthetic_state)
+        from pd_plugins.planning.probes import ObjectiveProbe
+
+        o = self.options
+        outer, inner = loops_for(ipc, o.outer_loop, o.inner_loop)
+        augment = self.augment if o.augment is None else o.augment
+        shape = (data.channels, *data.im_size)
+        net = ctx.make_model(data.channels, data.num_classes, data.im_size)
+        aug = ctx.make_augmenter(data) if augment else None
+        real = min(o.batch_real, max(data.class_counts()))
+        n_syn = data.num_classes * ipc
+        passes = [NetworkPass(net, shape, real, order=1, held=0, augmenter=aug, role="matching network"),
+                  NetworkPass(net, shape, ipc, order=2, held=data.num_classes, input_grad=True, augmenter=aug,
+                              role="matching network"),
+                  NetworkPass(net, shape, min(o.batch_train, n_syn), augmenter=aug, role="matching network",
+                              phase="inner loop")]
+        probe = ObjectiveProbe(self.objective, data, ipc, ctx, lr_img=o.lr_img, momentum=o.momentum)
+
+        def inner_epoch():
+            probe.ready().objective.train_inner(probe.images, 0, 0, 1)
+
+        units = [TimedUnit(f"matching step ({data.num_classes} classes, real batch {real}, ipc {ipc})", probe.update,
+                           o.iterations * outer)]
+        if outer > 1:
+            units.append(TimedUnit(f"inner-loop epoch ({n_syn} images, batch {o.batch_train})", inner_epoch,
+                                   o.iterations * (outer - 1) * inner))
+        return [StageCost("distill", passes=passes, units=units, lower=("--ipc", "-D batch_real", "-D batch_train"),
+                          resident={**synthetic_state(data, ipc), "network gradients": parameter_bytes(net),
+                                    **pool_on_device(data, ctx)})]
 
     def distill(self, data, ipc, ctx, init_pool=None):
         o = self.options

@@ -102,6 +102,26 @@ class DM(Distiller):
         o = self.options
         return DMObjective(batch_real=o.batch_real, augment=o.augment, runtime_prune=o.runtime_prune)
 
+    def cost(self, data, ipc, ctx, init_pool=None):
+        """Per class, a real batch through the frozen embedder without a graph and the class's synthetic
+        images with one, held for all classes until the images' backward."""
+        from pd_plugins.planning.costs import NetworkPass, StageCost, pool_on_device, synthetic_state
+        from pd_plugins.planning.probes import ObjectiveProbe
+
+        o = self.options
+        shape = (data.channels, *data.im_size)
+        net = ctx.make_model(data.channels, data.num_classes, data.im_size)
+        aug = ctx.make_augmenter(data) if o.augment else None
+        real = min(o.batch_real, max(data.class_counts()))
+        passes = [NetworkPass(net, shape, real, order=0, held=0, augmenter=aug, train_params=False, role="embedder"),
+                  NetworkPass(net, shape, ipc, order=1, held=data.num_classes, input_grad=True, augmenter=aug,
+                              train_params=False, role="embedder")]
+        probe = ObjectiveProbe(self.objective, data, ipc, ctx, lr_img=o.lr_img, momentum=o.momentum)
+        return [StageCost("distill", passes=passes, resident={**synthetic_state(data, ipc), **pool_on_device(data, ctx)},
+                          units=[probe.unit(f"iteration ({data.num_classes} classes, real batch {real}, ipc {ipc})",
+                                            o.iterations)],
+                          lower=("--ipc", "-D batch_real"))]
+
     def distill(self, data, ipc, ctx, init_pool=None):
         o = self.options
         return distill_pixels(self.objective(), data, init_pool if init_pool is not None else data, ipc, ctx,

@@ -93,6 +93,20 @@ class TrajectoryObjective(Objective):
         onehot = torch.nn.functional.one_hot(labels, data.num_classes).float().to(device)
         self.targets = onehot.requires_grad_(True) if self.soft_labels else labels.to(device)
 
+    def setup_standin(self, data, labels, ctx):
+        """:meth:`setup` without experts, for timing probes (``pd-run plan``): a random walk of the real
+        trajectory's length from the student's initial parameters stands in for every expert."""
+        from pd_plugins.distillation.experts import flat_params
+
+        if self.fit_batch:
+            self.recipe = fit_expert_batch(self.recipe, len(data), self.syn_steps, self.expert_epochs)
+        self.directory, self.trained_experts = None, 0
+        self.setup_student(data, labels, ctx)
+        theta = flat_params(self.student)
+        walk = 0.01 * torch.randn(self.recipe.epochs + 1, theta.numel(), generator=torch.Generator().manual_seed(0))
+        standin = theta + walk.cumsum(0)
+        self._cache = {i: standin for i in range(self.n_experts)}
+
     def describe(self):
         return {"experts_dir": str(self.directory), "experts_trained": self.trained_experts,
                 "expert_batch": self.recipe.batch}
@@ -323,6 +337,67 @@ class MTT(Distiller):
         """Train (or reuse) this configuration's expert trajectories on ``data`` (whitened when ``zca``)."""
         zca = self.fit_zca(data)
         return ensure_experts(zca.apply(data) if zca else data, ctx, self.recipe(len(data)), self.options.experts, zca)
+
+    def cost(self, data, ipc, ctx, init_pool=None):
+        """Experts: SGD on the pool at the expert batch, ``experts x train_epochs`` epochs. Distillation: the
+        student's second-order graph of ``batch_syn`` images, ``syn_steps`` of them held unrolled (one with
+        ``memory=constant``, whose first pass holds a first-order graph), the synthetic images with their
+        gradient and momentum, and up to 8 expert trajectories in memory."""
+        import math
+
+        from pd_plugins.planning.costs import NetworkPass, StageCost, parameter_bytes, synthetic_state
+        from pd_plugins.planning.probes import ObjectiveProbe, training_step
+
+        o = self.options
+        recipe = self.recipe(len(data))
+        shape = (data.channels, *data.im_size)
+
+        def build():
+            return ctx.make_model(data.channels, data.num_classes, data.im_size)
+
+        student, aug = build(), ctx.make_augmenter(data) if o.augment else None
+        trajectory = (recipe.epochs + 1) * parameter_bytes(student)
+        whitened = {"ZCA-whitened pool (float32)": len(data) * math.prod(shape) * 4} if o.zca else {}
+        epochs = o.experts * recipe.epochs
+        experts = StageCost(
+            "experts", passes=[NetworkPass(student, shape, min(recipe.batch, len(data)), augmenter=aug,
+                                           role="student")],
+            resident={"expert parameters and gradients": 2 * parameter_bytes(student), **whitened},
+            units=[training_step(f"expert SGD step (batch {recipe.batch})", build, data, ctx, batch=recipe.batch,
+                                 count=epochs * math.ceil(len(data) / recipe.batch), lr=recipe.lr,
+                                 augment=recipe.augment)],
+            stored={"expert trajectories": o.experts * trajectory}, lower=("-D expert_batch",),
+            note=f"{o.experts} experts x {recipe.epochs} epochs, none cached yet")
+        n_syn = data.num_classes * ipc
+        batch = min(o.batch_syn or n_syn, n_syn)
+        unrolled = o.memory == "unrolled"
+        passes = [NetworkPass(student, shape, batch, order=2, held=o.syn_steps if unrolled else 1, input_grad=True,
+                              augmenter=aug, role="student")]
+        if not unrolled:  # pass 1: a first-order step at a time, before pass 2's graphs
+            passes.append(NetworkPass(student, shape, batch, order=1, held=0, augmenter=aug, role="student",
+                                      phase="pass 1"))
+        labels = {"soft labels, gradient, momentum": 3 * n_syn * data.num_classes * 4} if o.soft_labels else {}
+
+        fitted = {}
+
+        def make():
+            fitted["zca"] = self.fit_zca(data)
+            return self.objective(fitted["zca"])
+
+        def setup(objective, hard_labels):
+            zca = fitted["zca"]
+            objective.setup_standin(zca.apply(data) if zca is not None else data, hard_labels, ctx)
+
+        probe = ObjectiveProbe(make, data, ipc, ctx, lr_img=o.lr_img, momentum=o.momentum, setup=setup)
+        distill = StageCost(
+            "distill", passes=passes,
+            resident={**synthetic_state(data, ipc),
+                      f"expert trajectories in memory ({min(8, o.experts)})": min(8, o.experts) * trajectory,
+                      **labels, **whitened},
+            units=[probe.unit(f"iteration ({o.syn_steps} {o.memory} steps of batch {batch})", o.iterations)],
+            lower=(("-D batch_syn", "-D syn_steps", "-D memory=constant") if unrolled else ("-D batch_syn",))
+            + ("--ipc",))
+        return [experts, distill]
 
     def distill(self, data, ipc, ctx, init_pool=None):
         o = self.options

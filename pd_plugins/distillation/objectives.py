@@ -155,6 +155,17 @@ class SyntheticOptimiser:
                        watch=("loss", "syn_lr"), positive=("syn_lr",))
 
 
+def image_update(objective: Objective, images: torch.Tensor, optimiser: SyntheticOptimiser, it: int,
+                 step: int) -> tuple[torch.Tensor, dict]:
+    """Step ``step`` of iteration ``it``: the objective's loss, its backward and one optimiser update;
+    returns the loss and the objective's extra metrics."""
+    loss, extra_metrics = objective.loss(images, it, step)
+    optimiser.zero_grad()
+    loss.backward()
+    optimiser.step()
+    return loss, extra_metrics
+
+
 def run_iteration(objective: Objective, images: torch.Tensor, optimiser: SyntheticOptimiser, it: int,
                   steps: Optional[int] = None) -> dict:
     """One iteration: ``steps`` (default all) image updates; returns the mean loss and extra metrics."""
@@ -163,10 +174,7 @@ def run_iteration(objective: Objective, images: torch.Tensor, optimiser: Synthet
     total = 0.0
     n = objective.steps_per_iteration() if steps is None else steps
     for s in range(n):
-        loss, extra_metrics = objective.loss(images, it, s)
-        optimiser.zero_grad()
-        loss.backward()
-        optimiser.step()
+        loss, extra_metrics = image_update(objective, images, optimiser, it, s)
         objective.after_step(images.detach(), it, s)
         total = total + loss.detach().double()  # summed on the device: the loop reads it once an iteration
         metrics.update(extra_metrics)

@@ -12,6 +12,7 @@ import dataclasses
 import os
 import time
 from pathlib import Path
+from typing import Optional
 
 from pd_plugins.config import RunConfig
 from pd_plugins.errors import DataError, PdPluginsError
@@ -26,6 +27,8 @@ from pd_plugins.training import allocator
 
 class Run:
     """One run: its resolved settings (``plan``, ``resolved``), strategies, data, directory and stages."""
+
+    memory_check: Optional[dict] = None  # the pre-run memory check's record (:meth:`check_memory`)
 
     def __init__(self, cfg: RunConfig, *, overwrite: bool = False, host=None, quiet: bool = False, executor=None,
                  lock_wait: float = 0.0, announce=None):
@@ -134,14 +137,25 @@ class Run:
         """Create the run directory, or check that an existing one may be resumed."""
         from pd_plugins.training import device
 
+        memory = {"memory_check": self.memory_check} if self.memory_check is not None else {}
         self.dir.prepare(stages, self.config_json(),
                          {"versions": package_versions(), "malloc": allocator.current(),
                           "device": {**device.describe(self.device), **device.configure(self.device)},
-                          "plugins": self.host.plugin_list(include_builtin=True)})
+                          "plugins": self.host.plugin_list(include_builtin=True), **memory})
+
+    def check_memory(self, stages: tuple[str, ...], data_fp: str, *, force: bool = False) -> dict:
+        """Refuse the run (one OptionsError line) when the estimated peak memory of the unfinished ``stages``
+        exceeds the device's free memory, unless ``force``; the estimate is recorded in the manifest."""
+        from pd_plugins.planning.budget import check_run
+
+        todo = tuple(s for s in stages if not self.stages[s].done(data_fp))
+        self.memory_check = check_run(self, todo, force=force)
+        return self.memory_check
 
     # -- whole run ---------------------------------------------------------------------------
-    def execute(self, stages: tuple[str, ...] = STAGES) -> dict:
-        """Run the requested stages (skipping finished ones) and return a summary dict.
+    def execute(self, stages: tuple[str, ...] = STAGES, *, force: bool = False) -> dict:
+        """Run the requested stages (skipping finished ones) and return a summary dict; ``force``: run even
+        when the estimated peak memory exceeds the free memory (:meth:`check_memory`).
 
         The caller's global RNG is left as it was: the run works inside ``fork_rng`` seeded
         from the run seed, and strategies draw from ``ctx.generator``/``ctx.fork_rng`` keys.
@@ -155,9 +169,9 @@ class Run:
         devices = [torch.device(self.device).index or 0] if self.device.startswith("cuda") else []
         with self.lock(), torch.random.fork_rng(devices=devices):
             torch.manual_seed(self.cfg.seed)
-            return self._execute(stages)
+            return self._execute(stages, force)
 
-    def _execute(self, stages: tuple[str, ...]) -> dict:
+    def _execute(self, stages: tuple[str, ...], force: bool = False) -> dict:
         stages = tuple(s for s in stages if not (s == "distill" and self.distiller is None)
                        and not (s == "eval" and self.evaluator is None))
         t0, seconds = time.perf_counter(), {}
@@ -170,6 +184,7 @@ class Run:
 
         splits = self._check_inputs(stages)  # data: before the run directory exists, bad inputs leave nothing
         data_fp = splits.train.fingerprint()
+        self.check_memory(stages, data_fp, force=force)  # before the run directory exists, as bad inputs
         fresh, existed_empty = self.dir.is_fresh()
         self.prepare_dir(stages)
         pruned = distilled = evaluated = None
@@ -211,6 +226,8 @@ class Run:
         return summarise(self, splits, pruned, distilled, evaluated)
 
 
-def run(config: RunConfig, *, overwrite: bool = False, stages: tuple[str, ...] = STAGES, host=None) -> dict:
-    """Run a pipeline from the Python API; returns the summary dict (see :class:`Run`)."""
-    return Run(config, overwrite=overwrite, host=host).execute(stages)
+def run(config: RunConfig, *, overwrite: bool = False, stages: tuple[str, ...] = STAGES, host=None,
+        force: bool = False) -> dict:
+    """Run a pipeline from the Python API; returns the summary dict (see :class:`Run`); ``force``: run even
+    when the estimated peak memory exceeds the free memory."""
+    return Run(config, overwrite=overwrite, host=host).execute(stages, force=force)

@@ -28,6 +28,12 @@ class RandomPruner(ScorePruner):
     def selection(self, keep):
         return {"keep": keep, "direction": "easy", "balanced": self.options.balanced}
 
+    def cost(self, data, keep, ctx):
+        """A seeded permutation: no networks, nothing worth timing."""
+        from pd_plugins.planning.costs import StageCost
+
+        return [StageCost("prune", note="a seeded permutation")]
+
     def prune(self, data, keep, ctx):
         import torch
 

@@ -84,6 +84,20 @@ class TrainedScorePruner(ScorePruner):
 
         return {"scorer": scorer_identity(ctx, self.recipe(), **self._procedure())}
 
+    def cost(self, data, keep, ctx):
+        """``runs`` scorers trained ``epochs`` epochs on the whole set, each then scoring it once (a
+        checkpoint replaces the training); nothing is read from the score cache."""
+        from pd_plugins.planning.probes import trained_networks_cost
+
+        recipe = self.recipe()
+        return [trained_networks_cost(
+            "prune", lambda: ctx.make_model(data.channels, data.num_classes, data.im_size, name=recipe.model,
+                                            **recipe.model_options),
+            data, ctx, role=f"scorer ({recipe.model})", networks=1 if self.checkpoint() else self.runs(),
+            epochs=0 if self.checkpoint() else recipe.epochs, batch=recipe.batch, lr=recipe.lr,
+            momentum=recipe.momentum, weight_decay=recipe.weight_decay, augment=recipe.augment, tested=data,
+            test_batch=recipe.score_batch, lower=("-P batch", "-P score_batch"), note="no cached scores")]
+
     def selection(self, keep):
         return {"keep": keep, "direction": self.direction(), "balanced": self.options.balanced,
                 "allow_empty": self.options.allow_empty}

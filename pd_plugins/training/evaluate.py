@@ -40,8 +40,12 @@ def soft_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tens
     return -(target * F.log_softmax(logits, dim=1)).sum(1).mean()
 
 
+#: test batch of :func:`accuracy`
+ACCURACY_BATCH = 1024
+
+
 @torch.no_grad()
-def accuracy(net: torch.nn.Module, data: ImageDataset, device: str, batch: int = 1024) -> float:
+def accuracy(net: torch.nn.Module, data: ImageDataset, device: str, batch: int = ACCURACY_BATCH) -> float:
     """Top-1 accuracy of ``net`` on ``data`` (eval mode, batched; counted on the device, read once)."""
     net.eval()
     normalise = data.normaliser(device)
@@ -224,6 +228,19 @@ class StepEvaluator(Evaluator):
         passes, decay = step_schedule(self.options.epochs)
         return {"passes": passes, "decay_from_pass": decay}
 
+    def cost(self, train, test, ctx, *, lr=None):
+        """``repeats`` fresh networks trained on ``train`` for the schedule's passes, each tested once
+        (a ``labels=teacher`` teacher's training is not included)."""
+        from pd_plugins.planning.probes import trained_networks_cost
+
+        opts = self.options
+        return [trained_networks_cost(
+            "eval", lambda: ctx.make_model(train.channels, train.num_classes, train.im_size), train, ctx,
+            role="evaluation network", networks=opts.repeats, epochs=self.schedule()["passes"], batch=opts.batch,
+            lr=opts.lr, momentum=opts.momentum, weight_decay=opts.weight_decay, augment=opts.augment, tested=test,
+            test_batch=ACCURACY_BATCH, lower=("-E batch",),
+            note="" if opts.labels != "teacher" else "the teacher's training is not included")]
+
     def train_one(self, net, train, ctx, *, lr: float, augmenter, generator, desc: str, teacher=None):
         """Train ``net``; returns ``(network to test, final training loss)``."""
         opts = self.options
@@ -371,6 +388,14 @@ class GladEvaluator(StepEvaluator):
 
     def schedule(self) -> dict:
         return {"passes": self.options.epochs, "warmup_epochs": self.options.epochs // 2, "ema": True}
+
+    def cost(self, train, test, ctx, *, lr=None):
+        """The step protocol's cost, plus the EMA copy of the network."""
+        from pd_plugins.planning.costs import parameter_bytes
+
+        costs = super().cost(train, test, ctx, lr=lr)
+        costs[0].resident["EMA copy of the network"] = parameter_bytes(costs[0].passes[0].net)
+        return costs
 
     def train_one(self, net, train, ctx, *, lr: float, augmenter, generator, desc: str, teacher=None):
         from torch.optim.swa_utils import AveragedModel
