@@ -105,30 +105,51 @@ class GradientMatchingObjective(Objective):
                                 "implemented; use an instancenorm/groupnorm backbone")
         self.net.train()
 
-    def _grads(self, x: torch.Tensor, c: int, create_graph: bool) -> list[torch.Tensor]:
+    def _real_grads(self, x: torch.Tensor, c: int) -> list[torch.Tensor]:
+        """Gradients of CE(net(x), c) without a graph (compiled when the run compiles)."""
         params = [p for p in self.net.parameters() if p.requires_grad]
-        if create_graph:  # compiled graphs have no double backward: the synthetic side stays eager
-            with self.ctx.autocast():
-                logits = self.net(x)
-        else:
-            logits = accel.forward(self.net, x, self.ctx)
+        logits = accel.forward(self.net, x, self.ctx)
         target = torch.full((x.shape[0],), c, dtype=torch.long, device=x.device)
-        loss = F.cross_entropy(logits.float(), target)
-        return list(torch.autograd.grad(loss, params, create_graph=create_graph))
+        return list(torch.autograd.grad(F.cross_entropy(logits.float(), target), params))
+
+    def _syn_grads(self, syn: torch.Tensor) -> list[list[torch.Tensor]]:
+        """Per class c, the gradients of CE(net(syn[c]), c) with graphs back to the images, for
+        ``syn`` of shape (classes, ipc, C, H, W): one batched pass (``torch.func.vmap`` of
+        ``torch.func.grad`` over the classes) instead of a forward and a ``create_graph`` backward
+        per class. The network has no batch statistics (BatchNorm is refused in
+        :meth:`begin_iteration`), so each class's gradients are exactly its own. Dropout (ViT) draws
+        independent masks per class (``randomness="different"``), as one pass per class does, though
+        not the same numbers as those passes."""
+        from torch.func import functional_call, grad, vmap
+
+        params = {n: p for n, p in self.net.named_parameters() if p.requires_grad}
+        buffers = dict(self.net.named_buffers())
+
+        def class_loss(p: dict, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+            logits = functional_call(self.net, (p, buffers), (x,))
+            return F.cross_entropy(logits.float(), c.expand(x.shape[0]))
+
+        classes = torch.arange(syn.shape[0], device=syn.device)
+        with self.ctx.autocast():  # compiled graphs have no double backward: this side stays eager
+            grads = vmap(grad(class_loss), in_dims=(None, 0, 0), randomness="different")(params, syn, classes)
+        return [[g[c] for g in grads.values()] for c in range(syn.shape[0])]
 
     def loss(self, images, it, step):
         g = self.ctx.generator("dc-iter", it, step)
-        loss = images.new_zeros(())
-        for c in range(self.data.num_classes):
+        g_real, syn = [], []
+        for c in range(self.data.num_classes):  # the random draws in the per-class order of the reference
             real = self.pool.sample(c, self.batch_real, g)
-            syn = images[c * self.ipc:(c + 1) * self.ipc]
+            syn_c = images[c * self.ipc:(c + 1) * self.ipc]
             if self.aug is not None:
-                real, syn = self.aug.pair(real, syn, g)
+                real, syn_c = self.aug.pair(real, syn_c, g)
             if self.filter is not None:
                 real = self.filter(self.net, real, c)
-            g_real = [t.detach() for t in self._grads(real, c, create_graph=False)]
-            g_syn = self._grads(syn, c, create_graph=True)
-            loss = loss + match_distance(g_real, g_syn, self.metric)
+            g_real.append([t.detach() for t in self._real_grads(real, c)])
+            syn.append(syn_c)
+        g_syn = self._syn_grads(torch.stack(syn))
+        loss = images.new_zeros(())
+        for real_c, syn_c in zip(g_real, g_syn):
+            loss = loss + match_distance(real_c, syn_c, self.metric)
         return loss, {}
 
     def after_step(self, images, it, step):
