@@ -35,7 +35,7 @@ class Run:
         """``executor`` runs the stages' independent tasks (default: sequential); ``lock_wait``: seconds to
         wait for another process that holds the run directory (0: refuse at once); ``announce(line)``
         is told the run's mode (``mode init (el2n-window's paper mode)``) once its inputs are checked,
-        before distillation: bad input still fails in one line."""
+        before distillation starts (a finished one loads unannounced): bad input still fails in one line."""
         from pd_plugins.plugins import get_host
 
         self.host = host or get_host()
@@ -188,19 +188,20 @@ class Run:
         fresh, existed_empty = self.dir.is_fresh()
         self.prepare_dir(stages)
         pruned = distilled = evaluated = None
+        distilling = "distill" in stages and not self.distill_stage.done(data_fp)
         try:
             ctx = self.context("run")
             self.host.pm.hook.on_run_start(config=self.config_json(), context=ctx)
             self.host.pm.hook.on_stage_end(stage="data", result=splits, context=ctx)
             if any(s in STAGES for s in stages):  # every stage needs the pruned set
                 pruned = timed(self.prune_stage)
-            if "distill" in stages and not self.distill_stage.done(data_fp):
+            if distilling:
                 self.distill_stage.check(splits.train, pruned)
         except Exception:
             if fresh:  # failed before any distillation work: leave no half-made run directory
                 self.dir.discard(keep_dir=existed_empty)
             raise
-        if "distill" in stages and self.announce is not None:
+        if distilling and self.announce is not None:  # a finished distillation is loaded, not announced
             self.announce(f"mode {self.cfg.mode} ({self.plan.mode_source})")
         if "distill" in stages:
             distilled = timed(self.distill_stage, pruned)
