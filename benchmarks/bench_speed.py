@@ -16,8 +16,10 @@ also over a fwd+bwd(100) timed just before it, median of those ratios), and peak
 (ru_maxrss) is that process's. The process keeps freed memory as pd-run does
 (:mod:`pd_plugins.training.allocator`); before that it times the floor with glibc's default
 malloc, the way the original code ran, and each iteration is also reported over that floor.
-``--quick`` times one iteration; DC/DSA ipc 10 then time one matching step and one inner training (50 epochs) and report 10 x matching + 9 x inner (the
-iteration's composition). MTT peak RSS at syn_steps 10 and 40 in both memory modes is measured
+Every cell reports the median of 3 timed iterations (issue 28: one iteration moved ratios by ~10 %
+between runs). ``--quick`` differs only for DC/DSA ipc 10, whose full iteration takes minutes on a
+CPU: it times 3 matching steps and 3 inner trainings (50 epochs) and reports 10 x median matching +
+9 x median inner (the iteration's composition). MTT peak RSS at syn_steps 10 and 40 in both memory modes is measured
 in separate subprocesses (fp32 eager, one iteration each).
 
 usage: python benchmarks/bench_speed.py [--quick] [--device cuda] [--methods dm,dc1,...] [--modes fp32,bf16,...]
@@ -148,7 +150,7 @@ def worker(method: str, mode: str, data_path: str, quick: bool, syn_steps: int =
     floor = _fwd_bwd(RunContext(**base), data, 256)
     settings = dev.configure(device, cudnn_benchmark=switches.get("cudnn_benchmark", False))
     ctx = RunContext(**base, precision=precision, compile=compile_, channels_last=switches.get("channels_last", False))
-    reps = 1 if quick else 3
+    reps = 3  # timed iterations a cell (median)
     out = {"method": method, "mode": mode, "malloc": malloc["malloc"], "floor_s": floor, "threads": torch.get_num_threads(), "timed_iterations": reps,
            "device": device, **({"device_settings": settings, "channels_last": ctx.channels_last} if settings else {})}
     if dev.is_cuda(device):  # the method's own peak, from here on (the floor's is not counted)
@@ -208,7 +210,7 @@ def worker(method: str, mode: str, data_path: str, quick: bool, syn_steps: int =
 
             def train_inner():
                 obj.after_step(images.detach(), 0, 0)
-            m, t_inner = _timeit(match, 1), _timeit(train_inner, 1)
+            m, t_inner = _timeit(match, reps), _timeit(train_inner, reps)
             out["s_per_iter"] = obj.outer_loop * m + (obj.outer_loop - 1) * t_inner
             out["scaled_from"] = {"matching_step_s": m, "inner_training_s": t_inner, "outer": obj.outer_loop}
         else:
@@ -287,7 +289,7 @@ def _table(rows: list[dict], cuda: bool = False) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="time one iteration per config (DC/DSA ipc 10 scaled)")
+    ap.add_argument("--quick", action="store_true", help="DC/DSA ipc 10: time their matching step and inner training, scaled")
     ap.add_argument("--data", default="/work/shared/data/mnist.npz", help="an npz file, or digits (embedded)")
     ap.add_argument("--device", default="cpu", help="cpu or cuda[:N]: every time and peak is of this device")
     ap.add_argument("--out", default=None, help="folder of speed.json and speed.md (default benchmarks/results)")
