@@ -17,7 +17,7 @@ from pd_plugins.pipeline.runner import Run
 from pd_plugins.planning import budget
 from pd_plugins.planning.costs import NetworkPass
 from pd_plugins.planning.estimate import estimate_run
-from pd_plugins.planning.footprint import STREAM, footprint, pass_bytes
+from pd_plugins.planning.footprint import STREAM, footprint, live_tensors, pass_bytes
 
 FAST = ["--dataset", "digits", "--device", "cpu", "--budget", "quick"]
 
@@ -32,7 +32,8 @@ def _tiny_net():
 def test_footprint_counts_what_autograd_keeps_per_sample():
     fp = footprint(NetworkPass(_tiny_net(), (1, 8, 8), 16, order=1))
     assert fp.per_sample == 256 + 1024 + 40 + 8  # the ReLU output counted once, though two layers keep it
-    assert fp.activation == 1024  # the largest single activation of one sample (the conv's and ReLU's output)
+    # the working set streams STREAM largest single activations per sample (the conv's and ReLU's output)
+    assert fp.work_per_sample == STREAM[1] * 1024 and fp.work_fixed == 0
     assert fp.params == 4 * (4 * 9 + 4 + 256 * 10 + 10)
     held, working = pass_bytes(NetworkPass(_tiny_net(), (1, 8, 8), 16, order=1, held=3))
     assert held == 3 * (fp.fixed + 16 * fp.per_sample)
@@ -47,6 +48,24 @@ def test_footprint_orders_keep_more_and_a_no_grad_pass_keeps_nothing():
     assert kept[2] > kept[1] > 0
     held, working = pass_bytes(NetworkPass(net, (1, 8, 8), 8, order=0, held=0))
     assert held == 0 and working == int(STREAM[0] * 1024 * 8)
+
+
+def test_a_traced_pass_counts_the_tensors_its_outputs_keep_alive():
+    def build():
+        x = torch.randn(4, 256, requires_grad=True)  # 4 KiB, kept as the input
+        return (x * 3).exp(), [x]  # exp keeps its 4 KiB output for the backward, which is also the output
+
+    alive, peak = live_tensors(build)
+    assert alive == 2 * 4096 and peak >= alive + 4096  # the backward's gradient buffers come on top
+
+
+def test_dc_traces_its_batched_synthetic_gradients(tmp_path):
+    run = _run(tmp_path, distiller="dc", ipc=2, distiller_options={"outer_loop": 1, "inner_loop": 1})
+    parts = _stage(estimate_run(run, ("distill",), timed=False), "distill").parts
+    held = next(v for k, v in parts.items() if k.startswith("matching network graphs") and "synthetic" in k)
+    generic = pass_bytes(NetworkPass(run.context("distill").make_model(1, 10, (8, 8)), (1, 8, 8), 2, order=2,
+                                     input_grad=True))[0]
+    assert held > 5 * generic  # ten classes' graphs, measured through torch.func
 
 
 def _run(tmp_path, **values) -> Run:

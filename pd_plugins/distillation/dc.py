@@ -221,9 +221,12 @@ class DC(Distiller):
                                          runtime_prune=o.runtime_prune)
 
     def cost(self, data, ipc, ctx, init_pool=None):
-        """Matching: per class, a real batch's first-order gradient (freed at once) and the synthetic
-        images' second-order one, held for all classes until the images' backward; the inner loop
-        trains on the synthetic set after those graphs are freed."""
+        """Matching: every class's real batch takes a first-order gradient (its graph freed at once, the
+        gradient kept), then the synthetic side's second-order gradients of all classes in one batched
+        pass (traced as it runs: ``torch.func`` hides its graph from autograd's hooks), held until the
+        images' backward; the inner loop trains on the synthetic set after those graphs are freed."""
+        import torch
+
         from pd_plugins.planning.costs import (NetworkPass, StageCost, TimedUnit, parameter_bytes, pool_on_device,
                                                synthetic_state)
         from pd_plugins.planning.probes import ObjectiveProbe
@@ -235,10 +238,18 @@ class DC(Distiller):
         net = ctx.make_model(data.channels, data.num_classes, data.im_size)
         aug = ctx.make_augmenter(data) if augment else None
         real = min(o.batch_real, max(data.class_counts()))
-        n_syn = data.num_classes * ipc
-        passes = [NetworkPass(net, shape, real, order=1, held=0, augmenter=aug, role="matching network"),
-                  NetworkPass(net, shape, ipc, order=2, held=data.num_classes, input_grad=True, augmenter=aug,
-                              role="matching network"),
+        n_syn, classes = data.num_classes * ipc, data.num_classes
+        matching = self.objective()
+        matching.ctx, matching.net = ctx, net
+
+        def synthetic_side(batch: int):  # the synthetic gradients of every class at ``batch`` images each
+            images = torch.randn(classes, batch, *shape, device=ctx.device, requires_grad=True)
+            return matching._syn_grads(images), [images]
+
+        passes = [NetworkPass(net, shape, real, order=1, held=0, augmenter=aug, role="matching network",
+                              phase="real gradients"),
+                  NetworkPass(net, shape, ipc, order=2, input_grad=True, augmenter=aug, role="matching network",
+                              phase="synthetic gradients", trace=synthetic_side),
                   NetworkPass(net, shape, min(o.batch_train, n_syn), augmenter=aug, role="matching network",
                               phase="inner loop")]
         probe = ObjectiveProbe(self.objective, data, ipc, ctx, lr_img=o.lr_img, momentum=o.momentum)
@@ -253,6 +264,7 @@ class DC(Distiller):
                                    o.iterations * (outer - 1) * inner))
         return [StageCost("distill", passes=passes, units=units, lower=("--ipc", "-D batch_real", "-D batch_train"),
                           resident={**synthetic_state(data, ipc), "network gradients": parameter_bytes(net),
+                                    "real gradients of every class": classes * parameter_bytes(net),
                                     **pool_on_device(data, ctx)})]
 
     def distill(self, data, ipc, ctx, init_pool=None):

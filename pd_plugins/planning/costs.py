@@ -44,7 +44,11 @@ class NetworkPass:
     tensors count). ``train_params``: the network's parameters get gradients (training, order 2).
     ``role`` names the network in the report (``student``, ``scorer``, ...). Passes of different
     ``phase`` are never alive together (DC's inner training runs after the matching graphs are freed):
-    the stage's peak is its largest phase.
+    the stage's peak is its largest phase. ``trace(b)``, for a computation the generic pass does not
+    describe, builds the pass at batch ``b`` and returns ``(outputs, inputs)``; the host then counts the
+    tensors the outputs keep alive, and the peak while their sum is differentiated for ``inputs``, at
+    ``b`` = 1 and 2 (e.g. DC's per-class gradients in one ``torch.func.vmap``, which autograd's
+    saved-tensor hooks cannot see).
     """
 
     net: "torch.nn.Module"
@@ -57,6 +61,7 @@ class NetworkPass:
     train_params: bool = True
     role: str = "network"
     phase: str = ""
+    trace: Optional[Callable[[int], Any]] = None
 
     def __post_init__(self):
         if self.order not in ORDERS:

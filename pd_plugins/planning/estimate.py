@@ -36,9 +36,9 @@ STAGE_ORDER = ("prune", "experts", "distill", "eval")
 #: 12-40 % (ConvNet at MNIST and digits size, order 1 and 2), an unrolled MTT iteration by 23 %;
 #: CUDA's caching allocator rounds and caches blocks too
 ALLOCATOR_SLACK = {"glibc-keep-freed": 1.25, "system": 1.0, "cuda": 1.1}
-#: allocators whose freed blocks a stage's next phase does not reuse, so that its phases add up (glibc
-#: keeping freed memory: DC's matching graphs and its inner-loop training, each freed before the other
-#: runs, together took their sum, 931 MiB measured against 797 MiB for the sum and 497 MiB for the larger)
+#: allocators whose freed blocks a stage's next phase does not fully reuse, so that its phases add up (glibc
+#: keeping freed memory: DC on the MNIST subset peaked at 1012 MiB matching alone and at 1170 MiB with its
+#: inner-loop training in between, a phase of about 300 MiB whose graphs never coexist with the matching's)
 PHASES_ADD_UP = ("glibc-keep-freed",)
 #: a unit's first call longer than this is its timing; a shorter one is a warm-up, and the unit is timed
 #: again while the timings took less than this (3 at most)

@@ -25,10 +25,14 @@ tensors, on ConvNet-3 at MNIST size (batch 64 and 256: order 0 2.0-3.0, order 1 
 from __future__ import annotations
 
 import copy
+import gc
+import weakref
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Callable
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
 
 if TYPE_CHECKING:  # pragma: no cover
     from pd_plugins.planning.costs import NetworkPass
@@ -39,12 +43,13 @@ STREAM = {0: 2.0, 1: 3.0, 2: 9.0}
 
 @dataclass(frozen=True)
 class Footprint:
-    """Bytes a pass keeps: ``fixed + per_sample x batch`` per graph; ``activation``: the largest
-    single activation per sample; ``params``: the network's parameter bytes."""
+    """Bytes a pass keeps, ``fixed + per_sample x batch`` per graph, and streams through on top,
+    ``work_fixed + work_per_sample x batch``; ``params``: the network's parameter bytes."""
 
     fixed: int
     per_sample: int
-    activation: int
+    work_fixed: int
+    work_per_sample: int
     params: int
 
 
@@ -58,16 +63,22 @@ def _key(p: "NetworkPass") -> tuple:
 
 
 def footprint(p: "NetworkPass") -> Footprint:
-    """What ``p`` holds per graph, traced on the CPU at batch 1 and 2 (cached per network layout)."""
+    """What ``p`` holds per graph and streams through, at batch 1 and 2 on the CPU: autograd's saved
+    tensors of the generic pass (cached per network layout), or the live tensors ``p.trace`` leaves."""
+    params = sum(t.numel() * t.element_size() for t in p.net.parameters())
+    if p.trace is not None:
+        (one, peak1), (two, peak2) = live_tensors(lambda: p.trace(1)), live_tensors(lambda: p.trace(2))
+        work1, work2 = peak1 - one, peak2 - two
+        return Footprint(fixed=max(0, 2 * one - two), per_sample=max(0, two - one),
+                         work_fixed=max(0, 2 * work1 - work2), work_per_sample=max(0, work2 - work1), params=params)
     key = _key(p)
     if key not in _CACHE:
         net = copy.deepcopy(p.net).cpu()
         net.train()
         one, act1 = _trace(net, p, 1)
         two, act2 = _trace(net, p, 2)
-        params = sum(t.numel() * t.element_size() for t in net.parameters())
-        _CACHE[key] = Footprint(fixed=max(0, 2 * one - two), per_sample=max(0, two - one),
-                                activation=max(act1, act2), params=params)
+        _CACHE[key] = Footprint(fixed=max(0, 2 * one - two), per_sample=max(0, two - one), work_fixed=0,
+                                work_per_sample=int(STREAM[p.order] * max(act1, act2)), params=params)
     return _CACHE[key]
 
 
@@ -76,12 +87,55 @@ def pass_bytes(p: "NetworkPass") -> tuple[int, int]:
     streams through on top of them at its worst moment (its own graph too when ``held`` is 0)."""
     fp = footprint(p)
     graph = fp.fixed + fp.per_sample * p.batch
-    if p.order == 2 and p.train_params:
+    if p.order == 2 and p.train_params and p.trace is None:
         graph += 2 * fp.params  # the updated parameters the next step differentiates through, and the gradient
-    working = int(STREAM[p.order] * fp.activation * p.batch)
+    working = fp.work_fixed + fp.work_per_sample * p.batch
     if p.held == 0:
         return 0, graph + working
     return p.held * graph, working
+
+
+class _LiveTensors(TorchDispatchMode):
+    """Counts the bytes of the storages that operations create while it is active and that are still
+    alive, and their peak (a storage counts once, however many views share it)."""
+
+    def __init__(self):
+        super().__init__()
+        self.sizes: dict[int, int] = {}
+        self.live = self.peak = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in tree_flatten(out)[0]:
+            if isinstance(t, torch.Tensor) and t.layout == torch.strided:
+                storage = t.untyped_storage()
+                key = storage.data_ptr()
+                if key and key not in self.sizes:
+                    self.sizes[key] = storage.nbytes()
+                    self.live += storage.nbytes()
+                    self.peak = max(self.peak, self.live)
+                    weakref.finalize(storage, self._freed, key)
+        return out
+
+    def _freed(self, key: int) -> None:
+        self.live -= self.sizes.pop(key, 0)
+
+
+def live_tensors(build: Callable[[], Any]) -> tuple[int, int]:
+    """``(bytes alive after build(), peak bytes alive while it and the backward ran)``: ``build()`` returns
+    ``(outputs, inputs)``; the bytes its outputs keep alive are counted, then the sum of the outputs is
+    differentiated for ``inputs`` as a run's backward would be. Unlike autograd's saved-tensor hooks this
+    sees through ``torch.func`` transforms (``vmap``, ``grad``), which run on plain tensors underneath."""
+    mode = _LiveTensors()
+    with mode:
+        outputs, inputs = build()
+        gc.collect()
+        alive = mode.live
+        flat = [t for t in tree_flatten(outputs)[0] if isinstance(t, torch.Tensor) and t.requires_grad]
+        if flat:
+            torch.autograd.grad(sum(t.float().sum() for t in flat), inputs, allow_unused=True)
+    del outputs, flat
+    return alive, mode.peak
 
 
 def _trace(net: torch.nn.Module, p: "NetworkPass", batch: int) -> tuple[int, int]:
