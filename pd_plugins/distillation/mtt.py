@@ -347,6 +347,7 @@ class MTT(Distiller):
 
         from pd_plugins.planning.costs import NetworkPass, StageCost, parameter_bytes, synthetic_state
         from pd_plugins.planning.probes import ObjectiveProbe, training_step
+        from pd_plugins.training.evaluate import train_network
 
         o = self.options
         recipe = self.recipe(len(data))
@@ -365,7 +366,7 @@ class MTT(Distiller):
             resident={"expert parameters and gradients": 2 * parameter_bytes(student), **whitened},
             units=[training_step(f"expert SGD step (batch {recipe.batch})", build, data, ctx, batch=recipe.batch,
                                  count=epochs * math.ceil(len(data) / recipe.batch), lr=recipe.lr,
-                                 augment=recipe.augment)],
+                                 augment=recipe.augment, train_network=train_network)],
             stored={"expert trajectories": o.experts * trajectory}, lower=("-D expert_batch",),
             note=f"{o.experts} experts x {recipe.epochs} epochs, none cached yet")
         n_syn = data.num_classes * ipc

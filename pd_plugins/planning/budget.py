@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Optional
 
 from pd_plugins.errors import OptionsError, PdPluginsError
 
+# ``run`` arguments are pd_plugins.pipeline.runner.Run objects (not imported: the runner imports this module)
 if TYPE_CHECKING:  # pragma: no cover
-    from pd_plugins.pipeline.runner import Run
     from pd_plugins.planning.estimate import RunEstimate
 
 #: what a process adds besides a stage's tensors the first time it runs one: libraries loaded on first use
@@ -92,7 +92,7 @@ def check_estimate(estimate: "RunEstimate", free: Optional[tuple[int, str]], *, 
                        f"{fmt_bytes(free[0])} of {free[1]}; {options}, or pass --force (pd-run plan shows the estimate)")
 
 
-def check_run(run: "Run", stages: tuple[str, ...], *, force: bool = False) -> dict:
+def check_run(run, stages: tuple[str, ...], *, force: bool = False) -> dict:
     """Estimate the peak memory of ``stages`` of ``run`` and check it against the device's free memory
     (see :func:`check_estimate`). An estimator that fails for a reason other than bad input skips the
     check with a warning line, recorded in the returned dict."""

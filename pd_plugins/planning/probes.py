@@ -26,14 +26,14 @@ def _first(data: "ImageDataset", n: int) -> "ImageDataset":
 
 
 def training_step(what: str, build: Callable[[], "torch.nn.Module"], data: "ImageDataset", ctx: "RunContext", *,
-                  batch: int, count: float, lr: float = 0.01, momentum: float = 0.0, weight_decay: float = 0.0,
-                  augment: bool = True) -> TimedUnit:
+                  batch: int, count: float, train_network: Callable, lr: float = 0.01, momentum: float = 0.0,
+                  weight_decay: float = 0.0, augment: bool = True) -> TimedUnit:
     """One SGD step at ``batch`` of a network from ``build()`` on ``data``'s first samples, as
-    :func:`~pd_plugins.training.evaluate.train_network` trains (augmentation included)."""
+    ``train_network`` (:func:`~pd_plugins.training.evaluate.train_network`, passed in by the caller:
+    the evaluation module's own cost hook uses this one) trains (augmentation included)."""
     state: dict = {}
 
     def run():
-        from pd_plugins.training.evaluate import train_network
         import torch
 
         if not state:
@@ -123,10 +123,11 @@ class ObjectiveProbe:
 def trained_networks_cost(stage: str, build: Callable[[], "torch.nn.Module"], train: "ImageDataset",
                           ctx: "RunContext", *, role: str, networks: int, epochs: int, batch: int, lr: float,
                           momentum: float, weight_decay: float, augment: bool, tested: "ImageDataset",
-                          test_batch: int, lower: tuple[str, ...], note: str = "") -> "StageCost":
+                          test_batch: int, lower: tuple[str, ...], train_network: Callable,
+                          note: str = "") -> "StageCost":
     """The cost of training ``networks`` fresh networks from ``build()`` for ``epochs`` epochs on ``train``
-    with SGD, then running each over ``tested`` without a graph in batches of ``test_batch``: the pruners'
-    scorers and the evaluation protocols."""
+    with SGD (``train_network``), then running each over ``tested`` without a graph in batches of
+    ``test_batch``: the pruners' scorers and the evaluation protocols."""
     import math
 
     from pd_plugins.planning.costs import NetworkPass, StageCost, parameter_bytes, pool_on_device
@@ -141,7 +142,7 @@ def trained_networks_cost(stage: str, build: Callable[[], "torch.nn.Module"], tr
     if epochs:
         units.append(training_step(f"{role} SGD step (batch {min(batch, len(train))})", build, train, ctx, batch=batch,
                                    count=networks * epochs * math.ceil(len(train) / batch), lr=lr, momentum=momentum,
-                                   weight_decay=weight_decay, augment=augment))
+                                   weight_decay=weight_decay, augment=augment, train_network=train_network))
     units.append(inference_batch(f"{role} inference batch ({min(test_batch, len(tested))})", build, tested, ctx,
                                  batch=test_batch, count=networks * math.ceil(len(tested) / test_batch)))
     state = parameter_bytes(net) * (3 if momentum else 2)  # parameters, gradients, momentum buffers

@@ -88,6 +88,7 @@ class TrainedScorePruner(ScorePruner):
         """``runs`` scorers trained ``epochs`` epochs on the whole set, each then scoring it once (a
         checkpoint replaces the training); nothing is read from the score cache."""
         from pd_plugins.planning.probes import trained_networks_cost
+        from pd_plugins.training.evaluate import train_network
 
         recipe = self.recipe()
         return [trained_networks_cost(
@@ -96,7 +97,8 @@ class TrainedScorePruner(ScorePruner):
             data, ctx, role=f"scorer ({recipe.model})", networks=1 if self.checkpoint() else self.runs(),
             epochs=0 if self.checkpoint() else recipe.epochs, batch=recipe.batch, lr=recipe.lr,
             momentum=recipe.momentum, weight_decay=recipe.weight_decay, augment=recipe.augment, tested=data,
-            test_batch=recipe.score_batch, lower=("-P batch", "-P score_batch"), note="no cached scores")]
+            test_batch=recipe.score_batch, lower=("-P batch", "-P score_batch"), train_network=train_network,
+            note="no cached scores")]
 
     def selection(self, keep):
         return {"keep": keep, "direction": self.direction(), "balanced": self.options.balanced,

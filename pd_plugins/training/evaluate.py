@@ -238,6 +238,7 @@ class StepEvaluator(Evaluator):
             "eval", lambda: ctx.make_model(train.channels, train.num_classes, train.im_size), train, ctx,
             role="evaluation network", networks=opts.repeats, epochs=self.schedule()["passes"], batch=opts.batch,
             lr=opts.lr, momentum=opts.momentum, weight_decay=opts.weight_decay, augment=opts.augment, tested=test,
+            train_network=train_network,
             test_batch=ACCURACY_BATCH, lower=("-E batch",),
             note="" if opts.labels != "teacher" else "the teacher's training is not included")]
 
