@@ -374,9 +374,8 @@ class MTT(Distiller):
         unrolled = o.memory == "unrolled"
         passes = [NetworkPass(student, shape, batch, order=2, held=o.syn_steps if unrolled else 1, input_grad=True,
                               augmenter=aug, role="student")]
-        if not unrolled:  # pass 1: a first-order step at a time, before pass 2's graphs
-            passes.append(NetworkPass(student, shape, batch, order=1, held=0, augmenter=aug, role="student",
-                                      phase="pass 1"))
+        if not unrolled:  # pass 1: a first-order step at a time, all freed before pass 2 reuses the memory
+            passes.append(NetworkPass(student, shape, batch, order=1, held=0, augmenter=aug, role="student"))
         labels = {"soft labels, gradient, momentum": 3 * n_syn * data.num_classes * 4} if o.soft_labels else {}
 
         fitted = {}

@@ -44,7 +44,10 @@ class NetworkPass:
     tensors count). ``train_params``: the network's parameters get gradients (training, order 2).
     ``role`` names the network in the report (``student``, ``scorer``, ...). Passes of different
     ``phase`` are never alive together (DC's inner training runs after the matching graphs are freed):
-    the stage's peak is its largest phase. ``trace(b)``, for a computation the generic pass does not
+    the stage's peak is its largest phase, or their sum under pd-run's keep-freed allocator, which
+    cannot hand one phase's blocks to the next when tensors kept in between fragment them. A pass that
+    frees everything before the held graphs are built (MTT's constant-memory first pass) is better
+    declared ``held=0`` in the same phase. ``trace(b)``, for a computation the generic pass does not
     describe, builds the pass at batch ``b`` and returns ``(outputs, inputs)``; the host then counts the
     tensors the outputs keep alive, and the peak while their sum is differentiated for ``inputs``, at
     ``b`` = 1 and 2 (e.g. DC's per-class gradients in one ``torch.func.vmap``, which autograd's

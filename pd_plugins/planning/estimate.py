@@ -23,8 +23,8 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Optional
 
+# ``run`` arguments are pd_plugins.pipeline.runner.Run objects (not imported: the runner imports this module)
 if TYPE_CHECKING:  # pragma: no cover
-    from pd_plugins.pipeline.runner import Run
     from pd_plugins.planning.costs import StageCost, TimedUnit
     from pd_plugins.types import ImageDataset
 
@@ -40,8 +40,10 @@ ALLOCATOR_SLACK = {"glibc-keep-freed": 1.25, "system": 1.0, "cuda": 1.1}
 #: keeping freed memory: DC on the MNIST subset peaked at 1012 MiB matching alone and at 1170 MiB with its
 #: inner-loop training in between, a phase of about 300 MiB whose graphs never coexist with the matching's)
 PHASES_ADD_UP = ("glibc-keep-freed",)
-#: a unit's first call longer than this is its timing; a shorter one is a warm-up, and the unit is timed
-#: again while the timings took less than this (3 at most)
+#: a unit's first call longer than this is its timing (it pays one-time set-up too, small against it)
+SLOW_UNIT_S = 5.0
+#: a faster first call is a warm-up; the unit is then timed again while the timings took less than this
+#: (at least once, at most 3 times)
 TIMING_BUDGET_S = 1.0
 
 
@@ -130,7 +132,7 @@ def per_class(data: "ImageDataset", ipc: int) -> "ImageDataset":
     return dataclasses.replace(chosen, pixels=chosen.images(), normalized=True)
 
 
-def stand_ins(run: "Run") -> dict:
+def stand_ins(run) -> dict:
     """The inputs each stage gets, at the real shapes: ``train`` (the pruner's), ``pool`` and ``init_pool``
     (the distiller's), ``synthetic`` and ``test`` (the evaluator's)."""
     splits = run.data()
@@ -147,7 +149,7 @@ def stand_ins(run: "Run") -> dict:
     return {"train": train, "pool": data, "init_pool": init_pool, "synthetic": synthetic, "test": splits.test}
 
 
-def _strategy_costs(run: "Run", inputs: dict, stages: tuple[str, ...]) -> list[tuple[str, str, Any]]:
+def _strategy_costs(run, inputs: dict, stages: tuple[str, ...]) -> list[tuple[str, str, Any]]:
     """``(stage, strategy label, list of StageCost or None)`` for every requested stage with a strategy."""
     cfg, out = run.cfg, []
     if "prune" in stages and run.pruner is not None:
@@ -164,7 +166,7 @@ def _strategy_costs(run: "Run", inputs: dict, stages: tuple[str, ...]) -> list[t
     return out
 
 
-def _planning_context(run: "Run", stage: str):
+def _planning_context(run, stage: str):
     """The stage's context without the run directory: nothing a probe does is logged or checkpointed."""
     return dataclasses.replace(run.context(stage), work_dir=None, on_log=None, on_rewind=None,
                                progress_enabled=False, executor=None)
@@ -213,14 +215,14 @@ def allocator_name(device: str) -> str:
 # -- time -----------------------------------------------------------------------------------------
 def time_unit(unit: "TimedUnit", device: str) -> float:
     """Seconds one ``unit.run()`` takes. The first call builds the unit and sets its kernels up; when it took
-    longer than :data:`TIMING_BUDGET_S` it is the timing (one iteration of a slow unit), else the unit is
-    timed again, up to 3 times while the budget lasts, and the median counts."""
+    longer than :data:`SLOW_UNIT_S` it is the timing (one iteration of a slow unit), else the unit is timed
+    again, up to 3 times while :data:`TIMING_BUDGET_S` lasts, and the median counts."""
     sync = _synchronizer(device)
     t = time.perf_counter()
     unit.run()
     sync()
     first = time.perf_counter() - t
-    if first > TIMING_BUDGET_S:
+    if first > SLOW_UNIT_S:
         return first
     times: list[float] = []
     while not times or (len(times) < 3 and sum(times) < TIMING_BUDGET_S):
@@ -241,7 +243,7 @@ def _synchronizer(device: str):
     return lambda: None
 
 
-def probe_iterations(run: "Run", inputs: dict, label: str) -> StageEstimate:
+def probe_iterations(run, inputs: dict, label: str) -> StageEstimate:
     """A probe-only estimate of a distiller that declares no cost: :meth:`distill` timed at 1 and 2
     iterations (per iteration: the difference; setup: the rest), in a throw-away cache directory."""
     import tempfile
@@ -267,7 +269,7 @@ def probe_iterations(run: "Run", inputs: dict, label: str) -> StageEstimate:
 
 
 # -- the whole run ------------------------------------------------------------------------------------
-def estimate_run(run: "Run", stages: tuple[str, ...] = ("prune", "distill", "eval"), *,
+def estimate_run(run, stages: tuple[str, ...] = ("prune", "distill", "eval"), *,
                  timed: bool = True) -> RunEstimate:
     """The estimate of ``run``'s ``stages``; ``timed``: also run each stage's timed units (seconds).
 
