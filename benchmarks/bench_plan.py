@@ -218,6 +218,7 @@ def main() -> None:
     write_json(out / "plan.json", report)
     md = [f"# bench_plan{' (toy)' if a.toy else ''}: estimate / measured, {a.threads} threads; load average before "
           f"{report['loadavg_before']}, after {report['loadavg_after']}", "",
+          f"Measured on commit `{report['provenance']['commit'][:10]}` ({report['provenance']['date']}).", "",
           "Memory: peak resident set above the level before the stage. Targets: memory 0.7-1.3, time 0.5-1.5.", "",
           _table(rows), ""]
     (out / "plan.md").write_text("\n".join(md))
