@@ -98,3 +98,14 @@ def shared_file(name: str) -> Path:
     if not path.exists():
         pytest.skip(f"shared data file {path} not available")
     return path
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Run the test with one torch thread (float sums then split the same way), restoring the count after."""
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)

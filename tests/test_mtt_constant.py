@@ -9,12 +9,7 @@ from pd_plugins.distillation.mtt import TrajectoryObjective
 from pd_plugins.distillation.experts import ExpertRecipe
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _objective(memory, syn_steps, digits, tmp_path, augment=True, soft_labels=False, lr=0.05):
