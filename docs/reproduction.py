@@ -213,6 +213,9 @@ def cell_records(plan: dict, runs: Path, study: str, dataset: str, sweep: Sweep)
             item = {**base, "status": "done", **_own_result(ev), "config": read_json(cdir / "config.json", "config"),
                     "commit": when["commit"], "dirty": when.get("dirty", False), "date": when["date"],
                     "machine": when.get("machine")}
+            selection = selection_facts(cdir)
+            if selection:
+                item["selection"] = selection
             cross = (ev.get("cross_arch") or {}).get("models")
             if cross:
                 item["cross_arch"] = {m: v["accs"] for m, v in cross.items()}
@@ -232,6 +235,16 @@ def cell_records(plan: dict, runs: Path, study: str, dataset: str, sweep: Sweep)
                         "config": cell["config"], "commit": when["commit"], "dirty": when.get("dirty", False),
                         "date": when["date"], "machine": when.get("machine")})
     return out
+
+
+def selection_facts(cdir: Path) -> dict | None:
+    """What the cell's pruner kept (from ``prune_report.json``): the pool size, per-class counts and the KL
+    divergence of its class distribution from the full training set's."""
+    path = cdir / "prune_report.json"
+    if not path.exists():
+        return None
+    rep = read_json(path, "prune report")
+    return {k: rep.get(k) for k in ("kept", "of", "per_class_kept", "kl_to_full")}
 
 
 def load_records(path: Path) -> list[dict]:
@@ -663,6 +676,75 @@ def reevaluation_section(plan: dict, results: list[dict]) -> list[str]:
     return L + [""]
 
 
+def arm_label(axes: dict) -> str:
+    """A cell's arm: its grid axes without the seed, e.g. ``pruner=loss-easy keep=0.2``."""
+    return " ".join(f"{k}={v}" for k, v in axes.items() if k != "seed") or "(fixed)"
+
+
+def _arm_file(arm: str) -> str:
+    return re.sub(r"[^A-Za-z0-9.=-]+", "_", arm)
+
+
+def copy_arm_images(cells: list[dict], runs: Path, dest: Path) -> dict[str, str]:
+    """Copy each arm's image grids (the lowest finished seed's synthetic set and its pool examples) into
+    ``dest`` and return ``{kind: file name}``; a grid copied earlier is kept when its run folder is gone."""
+    import shutil
+
+    out = {}
+    first = min(cells, key=lambda r: r["seed"])
+    for kind, name in (("synthetic", "synthetic.png"), ("pool", "prune_examples.png")):
+        target = dest / f"{_arm_file(arm_label(first['axes']))}-{kind}.png"
+        src = runs / first["dir"] / name
+        if src.exists():
+            dest.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src, target)
+        if target.exists():
+            out[kind] = target.name
+    return out
+
+
+def arm_section(plan: dict, records: list[dict], runs: Path, asset_dir: Path) -> list[str]:
+    """Per-arm tables for the studies the plan marks ``arm_table: true``: accuracy over seeds, wall time per run,
+    what the pruner kept (pool size, smallest and largest class, KL of the class distribution to the full set)
+    and links to the arm's image grids, so a reversed claim can be checked against its selection."""
+    L = []
+    for study, spec in plan["studies"].items():
+        if not spec.get("arm_table"):
+            continue
+        seeds = spec.get("seeds", plan.get("seeds", [0]))
+        for ds in spec["datasets"]:
+            recs = [r for r in records if r["kind"] == "cell" and r["study"] == study and r["dataset"] == ds]
+            sweep = next(sw for st, d, sw in study_sweeps(plan, Path("."), [study]) if d == ds)
+            arms = list(dict.fromkeys(arm_label(c["axes"]) for c in sweep.cells()))
+            L += [f"### {study} on {ds}", "",
+                  "| arm | seeds finished | accuracy (%) | wall time per run (s) | pool | images per class in the "
+                  "pool (min–max) | class KL to full | image grids (lowest seed) |", "|---|---|---|---|---|---|---|---|"]
+            for arm in arms:
+                done = [r for r in recs if arm_label(r["axes"]) == arm and r["status"] == "done"]
+                other = [outcome_of(r) for r in recs if arm_label(r["axes"]) == arm and r["status"] != "done"]
+                if not done:
+                    L.append(f"| {arm} | 0 of {len(seeds)}" + (f" ({'; '.join(other)})" if other else "")
+                             + " | – | – | – | – | – | – |")
+                    continue
+                secs = [r["seconds"] for r in done if r.get("seconds") is not None]
+                sel = [r["selection"] for r in done if r.get("selection")]
+                counts = [c for s in sel for c in (s.get("per_class_kept") or [])]
+                kl = [s["kl_to_full"] for s in sel if s.get("kl_to_full") is not None]
+                images = copy_arm_images(done, runs, asset_dir / study / ds)
+                links = ", ".join(f"[{k}]({asset_dir.name}/{study}/{ds}/{f})" for k, f in images.items()) or "–"
+                L.append(f"| {arm} | {len(done)} of {len(seeds)}" + (f" ({'; '.join(other)})" if other else "")
+                         + f" | {_pm([r['acc'] for r in done])} | "
+                         + (f"{statistics.fmean(secs):.0f} ({min(secs):.0f}–{max(secs):.0f})" if secs else "–") + " | "
+                         + (f"{sel[0]['kept']:,} of {sel[0]['of']:,}" if sel and sel[0].get("kept") else "–") + " | "
+                         + (f"{min(counts):,}–{max(counts):,}" if counts else "–") + " | "
+                         + (f"{max(kl):.2g}" if kl else "–") + f" | {links} |")
+            L.append("")
+    return (["## Arms in detail", "",
+             "Wall time per run is the cell's own time (pruning, distillation and evaluation; two cells at a time, "
+             "one torch thread each), mean (min–max) over finished seeds. The pool columns come from each run's "
+             "`prune_report.json`.", ""] + L) if L else []
+
+
 def _ordered(results: list[dict]) -> list[dict]:
     """Claims in plan order, each re-check (``of``) right after the claim and dataset it re-checks."""
     out = [r for r in results if not r["claim"].get("of")]
@@ -730,6 +812,7 @@ def write_report(plan: dict, runs: Path, out_md: Path, asset_dir: Path) -> dict:
         L.append(line)
     L.append("")
     L += reevaluation_section(plan, results)
+    L += arm_section(plan, records, runs, asset_dir)
 
     if ca_rows:
         ca = plan["cross_arch"]

@@ -55,7 +55,8 @@ def test_tiny_plan_runs_and_writes_the_report(repro, tmp_path, monkeypatch):
         "fixed": {"ipc": 1, "distiller": "dm", "eval_repeats": 1, "model_options": {"width": 16},
                   "distiller_options": {"iterations": 2, "batch_real": 16},
                   "evaluator_options": {"epochs": 10, "batch": 64}},
-        "studies": {"prune": {"datasets": ["digits"], "grid": {"pruner": ["none", "random"], "keep": [0.5]}}},
+        "studies": {"prune": {"datasets": ["digits"], "arm_table": True,
+                              "grid": {"pruner": ["none", "random"], "keep": [0.5]}}},
         "claims": [{"id": "c1", "study": "prune", "source": "test", "title": "random beats none",
                     "baseline": {"pruner": "none"}, "variant": {"pruner": "random"}, "expect": "higher"},
                    {"id": "c1_short", "of": "c1", "evaluation": "short", "study": "prune", "source": "test",
@@ -81,6 +82,17 @@ def test_tiny_plan_runs_and_writes_the_report(repro, tmp_path, monkeypatch):
     assert all(r["cross_arch"]["alexnet"] and r["evaluations"]["short"]["acc"] is not None for r in rows)
     for name in ("claims.png", "deltas.png", "cross_arch.png"):
         assert (assets / name).read_bytes()[:4] == b"\x89PNG"
+    # the per-arm table: both arms with 2 of 2 seeds, the pool each kept, and their image grids copied beside it
+    arm_rows = [line for line in text.split("## Arms in detail")[1].splitlines() if line.startswith("| pruner=")]
+    assert [row.split(" | ")[0] for row in arm_rows] == ["| pruner=none", "| pruner=random keep=0.5"]
+    assert all(" | 2 of 2 | " in row for row in arm_rows)
+    kept = {r["config"]["pruner"]: r["selection"]["kept"] for r in rows}
+    assert kept["random"] < kept["none"] == rows[0]["selection"]["of"]
+    assert f"{kept['random']:,} of {kept['none']:,}" in arm_rows[1]
+    for arm in ("pruner=none", "pruner=random_keep=0.5"):
+        for kind in ("synthetic", "pool"):
+            png = assets / "prune" / "digits" / f"{arm}-{kind}.png"
+            assert png.read_bytes()[:4] == b"\x89PNG" and f"(reproduction/prune/digits/{png.name})" in text
     for r in rows:  # every listed run directory is real and holds the config the report quotes
         cfg = json.loads((tmp_path / "runs" / r["dir"] / "config.json").read_text())
         assert cfg == r["config"]
