@@ -25,6 +25,7 @@ import json
 import os
 import platform
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -685,15 +686,13 @@ def _arm_file(arm: str) -> str:
     return re.sub(r"[^A-Za-z0-9.=-]+", "_", arm)
 
 
-def copy_arm_images(cells: list[dict], runs: Path, dest: Path) -> dict[str, str]:
-    """Copy each arm's image grids (the lowest finished seed's synthetic set and its pool examples) into
+def copy_arm_images(arm: str, cells: list[dict], runs: Path, dest: Path) -> dict[str, str]:
+    """Copy an arm's image grids (the lowest finished seed's synthetic set and its pool examples) into
     ``dest`` and return ``{kind: file name}``; a grid copied earlier is kept when its run folder is gone."""
-    import shutil
-
     out = {}
     first = min(cells, key=lambda r: r["seed"])
     for kind, name in (("synthetic", "synthetic.png"), ("pool", "prune_examples.png")):
-        target = dest / f"{_arm_file(arm_label(first['axes']))}-{kind}.png"
+        target = dest / f"{_arm_file(arm)}-{kind}.png"
         src = runs / first["dir"] / name
         if src.exists():
             dest.mkdir(parents=True, exist_ok=True)
@@ -707,38 +706,40 @@ def arm_section(plan: dict, records: list[dict], runs: Path, asset_dir: Path) ->
     """Per-arm tables for the studies the plan marks ``arm_table: true``: accuracy over seeds, wall time per run,
     what the pruner kept (pool size, smallest and largest class, KL of the class distribution to the full set)
     and links to the arm's image grids, so a reversed claim can be checked against its selection."""
+    studies = [study for study, spec in plan["studies"].items() if spec.get("arm_table")]
+    sweeps = {(study, ds): sw for study, ds, sw in study_sweeps(plan, Path("."), studies)}
     L = []
-    for study, spec in plan["studies"].items():
-        if not spec.get("arm_table"):
-            continue
-        seeds = spec.get("seeds", plan.get("seeds", [0]))
-        for ds in spec["datasets"]:
-            recs = [r for r in records if r["kind"] == "cell" and r["study"] == study and r["dataset"] == ds]
-            sweep = next(sw for st, d, sw in study_sweeps(plan, Path("."), [study]) if d == ds)
-            arms = list(dict.fromkeys(arm_label(c["axes"]) for c in sweep.cells()))
-            L += [f"### {study} on {ds}", "",
-                  "| arm | seeds finished | accuracy (%) | wall time per run (s) | pool | images per class in the "
-                  "pool (min–max) | class KL to full | image grids (lowest seed) |", "|---|---|---|---|---|---|---|---|"]
-            for arm in arms:
-                done = [r for r in recs if arm_label(r["axes"]) == arm and r["status"] == "done"]
-                other = [outcome_of(r) for r in recs if arm_label(r["axes"]) == arm and r["status"] != "done"]
-                if not done:
-                    L.append(f"| {arm} | 0 of {len(seeds)}" + (f" ({'; '.join(other)})" if other else "")
-                             + " | – | – | – | – | – | – |")
-                    continue
+    for (study, ds), sweep in sweeps.items():
+        n_seeds = len(plan["studies"][study].get("seeds", plan.get("seeds", [0])))
+        # arms in the plan's axis order, keyed by cell id: runs.jsonl stores each record's axes key-sorted
+        arm_of = {c["id"]: arm_label(c["axes"]) for c in sweep.cells()}
+        by_arm: dict[str, list[dict]] = {arm: [] for arm in arm_of.values()}
+        for r in records:
+            if r["kind"] == "cell" and (r["study"], r["dataset"]) == (study, ds) and r["cell"] in arm_of:
+                by_arm[arm_of[r["cell"]]].append(r)
+        L += [f"### {study} on {ds}", "",
+              "| arm | seeds finished | accuracy (%) | wall time per run (s) | pool | images per class in the "
+              "pool (min–max) | class KL to full | image grids (lowest seed) |", "|---|---|---|---|---|---|---|---|"]
+        for arm, recs in by_arm.items():
+            done = [r for r in recs if r["status"] == "done"]
+            other = [outcome_of(r) for r in recs if r["status"] != "done"]
+            cells = [f"{len(done)} of {n_seeds}" + (f" ({'; '.join(other)})" if other else "")]
+            if done:
                 secs = [r["seconds"] for r in done if r.get("seconds") is not None]
                 sel = [r["selection"] for r in done if r.get("selection")]
                 counts = [c for s in sel for c in (s.get("per_class_kept") or [])]
                 kl = [s["kl_to_full"] for s in sel if s.get("kl_to_full") is not None]
-                images = copy_arm_images(done, runs, asset_dir / study / ds)
-                links = ", ".join(f"[{k}]({asset_dir.name}/{study}/{ds}/{f})" for k, f in images.items()) or "–"
-                L.append(f"| {arm} | {len(done)} of {len(seeds)}" + (f" ({'; '.join(other)})" if other else "")
-                         + f" | {_pm([r['acc'] for r in done])} | "
-                         + (f"{statistics.fmean(secs):.0f} ({min(secs):.0f}–{max(secs):.0f})" if secs else "–") + " | "
-                         + (f"{sel[0]['kept']:,} of {sel[0]['of']:,}" if sel and sel[0].get("kept") else "–") + " | "
-                         + (f"{min(counts):,}–{max(counts):,}" if counts else "–") + " | "
-                         + (f"{max(kl):.2g}" if kl else "–") + f" | {links} |")
-            L.append("")
+                images = copy_arm_images(arm, done, runs, asset_dir / study / ds)
+                cells += [_pm([r["acc"] for r in done]),
+                          f"{statistics.fmean(secs):.0f} ({min(secs):.0f}–{max(secs):.0f})" if secs else "–",
+                          f"{sel[0]['kept']:,} of {sel[0]['of']:,}" if sel and sel[0].get("kept") else "–",
+                          f"{min(counts):,}–{max(counts):,}" if counts else "–",
+                          f"{max(kl):.2g}" if kl else "–",
+                          ", ".join(f"[{k}]({asset_dir.name}/{study}/{ds}/{f})" for k, f in images.items()) or "–"]
+            else:
+                cells += ["–"] * 6
+            L.append(f"| {arm} | " + " | ".join(cells) + " |")
+        L.append("")
     return (["## Arms in detail", "",
              "Wall time per run is the cell's own time (pruning, distillation and evaluation; two cells at a time, "
              "one torch thread each), mean (min–max) over finished seeds. The pool columns come from each run's "

@@ -115,6 +115,12 @@ def test_tiny_plan_runs_and_writes_the_report(repro, tmp_path, monkeypatch):
                        "--out", str(out_md)]) == 0
     summary = json.loads((tmp_path / "runs" / "prune" / "digits" / "sweep.json").read_text())
     assert summary["counts"] == {"skipped": 4}
+    # without the run folders the per-arm table comes back whole from runs.jsonl (whose axes are key-sorted)
+    assert repro.main(["--plan", str(plan_path), "--runs", str(tmp_path / "no-runs"), "--report-only",
+                       "--out", str(out_md)]) == 0
+    carried = [line for line in out_md.read_text().split("## Arms in detail")[1].splitlines()
+               if line.startswith("| pruner=")]
+    assert carried == arm_rows
 
 
 def test_fixed_lr_claims_recheck_the_mtt_claims(repro):
