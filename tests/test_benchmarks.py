@@ -219,3 +219,35 @@ def test_time_to_accuracy_smoke(monkeypatch, tmp_path):
     assert (tmp_path / "tta.png").read_bytes()[:4] == b"\x89PNG"
     assert tta.first_reaching(curve, 2.0) is None
     assert tta.first_reaching(curve, 0.0) == {"iteration": 0, "time_s": 0.0}
+
+
+def test_time_to_accuracy_counts_pruning_time(monkeypatch, tmp_path):
+    """With ``--pruner`` the pool shrinks to the kept fraction per class, every point's time includes
+    the pruning wall clock, ``--options`` reaches the distiller and ``--eval-iterations`` evaluates
+    only the chosen checkpoints plus the final set."""
+    monkeypatch.syspath_prepend(str(BENCH))
+    spec = importlib.util.spec_from_file_location("bench_tta_pruned", BENCH / "bench_time_to_accuracy.py")
+    tta = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, tta)
+    spec.loader.exec_module(tta)
+    monkeypatch.setattr(sys.modules["_common"], "RESULTS", tmp_path)
+    monkeypatch.setattr(tta, "RESULTS", tmp_path)
+    try:
+        tta.main(["--quick", "--dataset", "digits", "--distillers", "dm", "--paths", "fp32", "--iterations", "dm=3",
+                  "--every", "dm=1", "--eval-epochs", "1", "--threads", "1", "--name", "tta", "--pruner", "random",
+                  "--keep", "0.5", "--options", '{"dm": {"batch_real": 8}}', "--eval-iterations", "2"])
+    finally:
+        sys.modules.pop("_common", None)
+    out = json.loads((tmp_path / "tta.json").read_text())
+    run, pruning = out["runs"]["dm/fp32"], out["settings"]["pruning"]
+    assert pruning["pruner"] == "random" and pruning["keep"] == 0.5 and pruning["prune_s"] > 0
+    full = tta.load_data("digits", 0, 0).train.class_counts()
+    assert all(abs(k - n / 2) <= 1 for k, n in zip(pruning["pool_per_class"], full))
+    assert pruning["pool_size"] == sum(pruning["pool_per_class"]) < sum(full)
+    assert run["options"]["batch_real"] == 8 and run["options"]["iterations"] == 3
+    assert [r["iteration"] for r in run["curve"]] == [2, 3]
+    for r in run["curve"]:
+        assert r["time_s"] == pytest.approx(r["distill_s"] + pruning["prune_s"], abs=1e-3)
+    assert set(run["first_reaching"]) == {"95.8", "97.0", "97.5"}
+    assert "pruned in" in (tmp_path / "tta.md").read_text()
+    assert "pd_plugins/pruning/random.py" in out["provenance"]["measures"]
