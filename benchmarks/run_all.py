@@ -34,15 +34,8 @@ EXTRA_JOBS = {
     # evaluations), fp32 only: about 25 minutes on 2 cores, at this scale even without --full
     "time_to_accuracy_dm_paper": ["bench_time_to_accuracy.py", "--distillers", "dm", "--paths", "fp32",
                                   "--every", "dm=100", "--eval-networks", "2", "--name", "time_to_accuracy_dm_paper"],
-    # issue 28: DM on the hardest 20 % (loss-hard, scorer at the cpu budget; its ~7 min count) for 1500
-    # iterations, checkpoints every 250 evaluated like time_to_accuracy_dm_paper: about 2.5 hours on 2 cores
-    "time_to_accuracy_mnist_975": ["bench_time_to_accuracy.py", "--distillers", "dm", "--paths", "fp32",
-                                   "--eval-networks", "2", "--threads", "2", "--eval-threads", "1",
-                                   "--pruner", "loss-hard", "--keep", "0.2", "--pruner-budget", "cpu",
-                                   "--options", '{"dm": {"batch_real": 64, "iterations": 1500}}', "--every", "dm=250",
-                                   "--eval-iterations", "500,750,1000,1250", "--name", "time_to_accuracy_mnist_975"],
 }
-FIXED_SCALE = {"time_to_accuracy_dm_paper", "time_to_accuracy_mnist_975"}  # extra jobs that never take --quick
+FIXED_SCALE = {"time_to_accuracy_dm_paper"}  # extra jobs that never take --quick
 PRIOR_KINDS = {"--decoder": "decoder", "--ldm": "ldm"}
 
 
