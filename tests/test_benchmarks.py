@@ -190,21 +190,25 @@ def test_provenance_records_the_measured_code(common):
     assert len(prov["commit"]) == 40 and prov["date"].endswith("+00:00")
 
 
-def test_time_to_accuracy_smoke(monkeypatch, tmp_path):
-    """Two DM iterations on the embedded digits: snapshots at every iteration, each evaluated with
-    the same fixed evaluator, times measured from the distillation's start, all three files written."""
+@pytest.fixture
+def tta(monkeypatch, tmp_path):
+    """benchmarks/bench_time_to_accuracy.py with its results written to ``tmp_path``."""
     monkeypatch.syspath_prepend(str(BENCH))
     spec = importlib.util.spec_from_file_location("bench_tta_under_test", BENCH / "bench_time_to_accuracy.py")
-    tta = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, spec.name, tta)  # its @dataclass looks the module up
-    spec.loader.exec_module(tta)
+    mod = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, mod)  # its @dataclass looks the module up
+    spec.loader.exec_module(mod)
     monkeypatch.setattr(sys.modules["_common"], "RESULTS", tmp_path)
-    monkeypatch.setattr(tta, "RESULTS", tmp_path)
-    try:
-        tta.main(["--quick", "--dataset", "digits", "--distillers", "dm", "--paths", "fp32", "--iterations", "dm=2",
-                  "--every", "dm=1", "--eval-epochs", "1", "--threads", "1", "--name", "tta"])
-    finally:
-        sys.modules.pop("_common", None)
+    monkeypatch.setattr(mod, "RESULTS", tmp_path)
+    yield mod
+    sys.modules.pop("_common", None)
+
+
+def test_time_to_accuracy_smoke(tta, tmp_path):
+    """Two DM iterations on the embedded digits: snapshots at every iteration, each evaluated with
+    the same fixed evaluator, times measured from the distillation's start, all three files written."""
+    tta.main(["--quick", "--dataset", "digits", "--distillers", "dm", "--paths", "fp32", "--iterations", "dm=2",
+              "--every", "dm=1", "--eval-epochs", "1", "--threads", "1", "--name", "tta"])
     out = json.loads((tmp_path / "tta.json").read_text())
     run = out["runs"]["dm/fp32"]
     curve = run["curve"]
@@ -221,23 +225,13 @@ def test_time_to_accuracy_smoke(monkeypatch, tmp_path):
     assert tta.first_reaching(curve, 0.0) == {"iteration": 0, "time_s": 0.0}
 
 
-def test_time_to_accuracy_counts_pruning_time(monkeypatch, tmp_path):
+def test_time_to_accuracy_counts_pruning_time(tta, tmp_path):
     """With ``--pruner`` the pool shrinks to the kept fraction per class, every point's time includes
     the pruning wall clock, ``--options`` reaches the distiller and ``--eval-iterations`` evaluates
     only the chosen checkpoints plus the final set."""
-    monkeypatch.syspath_prepend(str(BENCH))
-    spec = importlib.util.spec_from_file_location("bench_tta_pruned", BENCH / "bench_time_to_accuracy.py")
-    tta = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, spec.name, tta)
-    spec.loader.exec_module(tta)
-    monkeypatch.setattr(sys.modules["_common"], "RESULTS", tmp_path)
-    monkeypatch.setattr(tta, "RESULTS", tmp_path)
-    try:
-        tta.main(["--quick", "--dataset", "digits", "--distillers", "dm", "--paths", "fp32", "--iterations", "dm=3",
-                  "--every", "dm=1", "--eval-epochs", "1", "--threads", "1", "--name", "tta", "--pruner", "random",
-                  "--keep", "0.5", "--options", '{"dm": {"batch_real": 8}}', "--eval-iterations", "2"])
-    finally:
-        sys.modules.pop("_common", None)
+    tta.main(["--quick", "--dataset", "digits", "--distillers", "dm", "--paths", "fp32", "--iterations", "dm=3",
+              "--every", "dm=1", "--eval-epochs", "1", "--threads", "1", "--name", "tta", "--pruner", "random",
+              "--keep", "0.5", "--options", '{"dm": {"batch_real": 8}}', "--eval-iterations", "2"])
     out = json.loads((tmp_path / "tta.json").read_text())
     run, pruning = out["runs"]["dm/fp32"], out["settings"]["pruning"]
     assert pruning["pruner"] == "random" and pruning["keep"] == 0.5 and pruning["prune_s"] > 0
