@@ -123,40 +123,26 @@ def _fwd_bwd(ctx, data, n: int, reps: int = 3) -> float:
     return _timeit(_floor_fn(ctx, data, n), reps)
 
 
-def worker(method: str, mode: str, data_path: str, quick: bool, syn_steps: int = 10, memory: str = "unrolled",
-           device: str = "cpu", width: int = MODEL_OPTIONS["width"]) -> dict:
+class Cell:
+    """One benchmark cell: its timed units (callables, already warmed up), how many of each make one
+    distillation iteration, and facts to record. ``floor100`` (MTT) is also timed next to every unit."""
+
+    def __init__(self, units: dict, counts: dict, facts: dict, floor100: bool = False, objective=None):
+        self.units, self.counts, self.facts, self.floor100 = units, counts, facts, floor100
+        self.objective = objective  # the distiller's objective (None for expert training)
+
+    def compose(self, per_unit: dict) -> float:
+        """An iteration's figure from each unit's (seconds or ratio): the sum of count x unit."""
+        return sum(self.counts[name] * per_unit[name] for name in self.units)
+
+
+def build_cell(method: str, ctx, data, quick: bool, syn_steps: int = 10, memory: str = "unrolled") -> Cell:
+    """The distiller state of ``method`` on ``data`` under ``ctx``, one warm-up done (it pays any compile)."""
     import torch
 
-    from pd_plugins.pipeline.context import RunContext
     from pd_plugins.distillation.objectives import SyntheticOptimiser, run_iteration
-    from pd_plugins.plugins import get_host
     from pd_plugins.distillation.synthetic import class_major_labels, initial_images
-    from pd_plugins.training import device as dev
-    from pd_plugins.training.allocator import keep_freed_memory
-
-    torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "2")))
-    precision, compile_ = MODES[mode]
-    switches = SWITCHES.get(mode, {})
-    if switches and not dev.is_cuda(device):
-        raise SystemExit(f"mode {mode!r} is a CUDA fast path; give --device cuda")
-    dev.configure(device)  # the floor runs as pd-run does: deterministic kernels on CUDA
-    data = _load(data_path)
-    base = dict(seed=0, device=device, model="convnet", model_options={**MODEL_OPTIONS, "width": width}, stage="bench",
-                cache_dir=Path("/tmp/pd-bench-speed-cache"))
-    # the floor as the original code ran it (glibc's default malloc), before this process keeps freed memory
-    floor_system = _fwd_bwd(RunContext(**base), data, 256)
-    floor_system_100 = _fwd_bwd(RunContext(**base), data, 100) if method in ("mtt", "mttc") else None
-    malloc = keep_freed_memory()  # as pd-run does (PD_PLUGINS_MALLOC=system: glibc's defaults), floor included
-    floor = _fwd_bwd(RunContext(**base), data, 256)
-    settings = dev.configure(device, cudnn_benchmark=switches.get("cudnn_benchmark", False))
-    ctx = RunContext(**base, precision=precision, compile=compile_, channels_last=switches.get("channels_last", False))
-    reps = 3  # timed iterations a cell (median)
-    out = {"method": method, "mode": mode, "malloc": malloc["malloc"], "floor_s": floor, "threads": torch.get_num_threads(), "timed_iterations": reps,
-           "device": device, **({"device_settings": settings, "channels_last": ctx.channels_last} if settings else {})}
-    if dev.is_cuda(device):  # the method's own peak, from here on (the floor's is not counted)
-        torch.cuda.reset_peak_memory_stats()
-    regs = get_host().registries()
-    again = None  # one untimed iteration more, whose host-device synchronisations are counted on CUDA
+    from pd_plugins.plugins import get_host
 
     if method == "experts":
         from pd_plugins.training.evaluate import train_network
@@ -169,75 +155,123 @@ def worker(method: str, mode: str, data_path: str, quick: bool, syn_steps: int =
             train_network(net, batch, ctx, epochs=1, lr=0.01, momentum=0.0, weight_decay=0.0, batch=256,
                           decay_epoch=None, augmenter=aug, generator=torch.Generator().manual_seed(0))
         step()
-        out["s_per_iter"] = _timeit(step, max(reps, 3))
-        again = step
+        return Cell({"iteration": step}, {"iteration": 1}, {})
+    ipc = {"dm": 10, "dc1": 1, "dc10": 10, "dsa10": 10, "mtt": 10, "mttc": 10}[method]
+    name = {"dm": "dm", "dc1": "dc", "dc10": "dc", "dsa10": "dsa", "mtt": "mtt", "mttc": "mtt"}[method]
+    if method == "mttc":
+        memory = "constant"
+    cls = get_host().registries()["distiller"].load(name)
+    opts = {"syn_steps": syn_steps, "batch_syn": 100, "expert_epochs": 2, "max_start_epoch": 2,
+            "train_epochs": 4, "experts": 1, "memory": memory} if name == "mtt" else {}
+    dist = cls(cls.resolve_options(opts))
+    obj = dist.objective()
+    labels = class_major_labels(data.num_classes, ipc)
+    init = "noise" if name == "dc" else "real"
+    images = initial_images(data, ipc, init, ctx.generator("init"), ctx.device).requires_grad_(True)
+    facts: dict = {}
+    if name == "mtt":  # timing needs no trained experts: a synthetic trajectory of the right size
+        obj.setup_student(data, labels, ctx)
+        p0 = torch.cat([p.detach().reshape(-1) for p in obj.student.parameters()])
+        noise = torch.randn(5, p0.numel(), generator=torch.Generator().manual_seed(0)).to(p0.device)
+        obj._cache[0] = p0 + 0.01 * noise
+        facts.update(syn_steps=syn_steps, memory=memory)
     else:
-        ipc = {"dm": 10, "dc1": 1, "dc10": 10, "dsa10": 10, "mtt": 10, "mttc": 10}[method]
-        name = {"dm": "dm", "dc1": "dc", "dc10": "dc", "dsa10": "dsa", "mtt": "mtt", "mttc": "mtt"}[method]
-        if method == "mttc":
-            memory = "constant"
-        cls = regs["distiller"].load(name)
-        opts = {"syn_steps": syn_steps, "batch_syn": 100, "expert_epochs": 2, "max_start_epoch": 2,
-                "train_epochs": 4, "experts": 1, "memory": memory} if name == "mtt" else {}
-        dist = cls(cls.resolve_options(opts))
-        obj = dist.objective()
-        labels = class_major_labels(data.num_classes, ipc)
-        init = "noise" if name == "dc" else "real"
-        images = initial_images(data, ipc, init, ctx.generator("init"), device).requires_grad_(True)
-        if name == "mtt":  # timing needs no trained experts: a synthetic trajectory of the right size
-            obj.setup_student(data, labels, ctx)
-            p0 = torch.cat([p.detach().reshape(-1) for p in obj.student.parameters()])
-            noise = torch.randn(5, p0.numel(), generator=torch.Generator().manual_seed(0)).to(p0.device)
-            obj._cache[0] = p0 + 0.01 * noise
-            out["floor_fwd_bwd_100_s"] = _fwd_bwd(RunContext(**base), data, 100)
-            out.update(syn_steps=syn_steps, memory=memory)
-        else:
-            obj.setup(data, ipc, labels, ctx)
-        optimiser = SyntheticOptimiser(obj, {"images": images}, [{"params": [images], "lr": dist.options.lr_img}], 0.5)
-        if quick and method in ("dc10", "dsa10"):
-            # one matching step and one inner training (50 epochs) of iteration 0; iteration = 10 m + 9 inner
-            obj.begin_iteration(0)
-            inner = obj.inner_loop
-            obj.inner_loop = 1
-            run_iteration(obj, images, optimiser, 0, steps=1)  # warm-up (compiles), inner 1 epoch
-            obj.inner_loop = inner
+        obj.setup(data, ipc, labels, ctx)
+    optimiser = SyntheticOptimiser(obj, {"images": images}, [{"params": [images], "lr": dist.options.lr_img}], 0.5)
+    if quick and method in ("dc10", "dsa10"):
+        # a matching step and an inner training (50 epochs) of iteration 0; an iteration = 10 m + 9 inner
+        obj.begin_iteration(0)
+        inner = obj.inner_loop
+        obj.inner_loop = 1
+        run_iteration(obj, images, optimiser, 0, steps=1)  # warm-up (compiles), inner 1 epoch
+        obj.inner_loop = inner
 
-            def match():
-                loss, _ = obj.loss(images, 0, 0)
-                optimiser.zero_grad()
-                loss.backward()
-                optimiser.step()
+        def match():
+            loss, _ = obj.loss(images, 0, 0)
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
 
-            def train_inner():
-                obj.after_step(images.detach(), 0, 0)
-            m, t_inner = _timeit(match, reps), _timeit(train_inner, reps)
-            out["s_per_iter"] = obj.outer_loop * m + (obj.outer_loop - 1) * t_inner
-            out["scaled_from"] = {"matching_step_s": m, "inner_training_s": t_inner, "outer": obj.outer_loop}
-        else:
-            it = iter(range(10 ** 6))
-            run_iteration(obj, images, optimiser, next(it))  # warm-up
-            if name == "mtt":  # floor and iteration interleaved: each iteration over the fwd+bwd(100) next to it
-                floor100 = _floor_fn(RunContext(**base), data, 100)
-                pairs = []
-                for _ in range(max(reps, 3)):
-                    f = _timeit(floor100, 1)
-                    t = _timeit(lambda: run_iteration(obj, images, optimiser, next(it)), 1)
-                    pairs.append((t, f))
-                out["s_per_iter"] = statistics.median(t for t, _ in pairs)
-                out["interleaved_ratio_fwd_bwd_100"] = statistics.median(t / f for t, f in pairs)
-            else:
-                out["s_per_iter"] = _timeit(lambda: run_iteration(obj, images, optimiser, next(it)), reps)
-            again = lambda: run_iteration(obj, images, optimiser, next(it))  # noqa: E731
-    out["ratio"] = out["s_per_iter"] / floor
-    if dev.is_cuda(device) and again is not None:  # one more iteration, counting its waits for the GPU
-        out["host_syncs_per_iter"] = _count_syncs(again)
+        def train_inner():
+            obj.after_step(images.detach(), 0, 0)
+        facts["outer"] = obj.outer_loop
+        return Cell({"matching step": match, "inner training": train_inner},
+                    {"matching step": obj.outer_loop, "inner training": obj.outer_loop - 1}, facts, objective=obj)
+    it = iter(range(10 ** 6))
+    run_iteration(obj, images, optimiser, next(it))  # warm-up
+
+    def iteration():
+        run_iteration(obj, images, optimiser, next(it))
+    return Cell({"iteration": iteration}, {"iteration": 1}, facts, floor100=name == "mtt", objective=obj)
+
+
+def worker(method: str, mode: str, data_path: str, quick: bool, syn_steps: int = 10, memory: str = "unrolled",
+           device: str = "cpu", width: int = MODEL_OPTIONS["width"]) -> dict:
+    import torch
+
+    from pd_plugins.pipeline.context import RunContext
+    from pd_plugins.training import device as dev
+    from pd_plugins.training.allocator import keep_freed_memory
+
+    torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "2")))
+    precision, compile_ = MODES[mode]
+    switches = SWITCHES.get(mode, {})
+    if switches and not dev.is_cuda(device):
+        raise SystemExit(f"mode {mode!r} is a CUDA fast path; give --device cuda")
+    dev.configure(device)  # the floor runs as pd-run does: deterministic kernels on CUDA
+    data = _load(data_path)
+    base = dict(seed=0, device=device, model="convnet", model_options={**MODEL_OPTIONS, "width": width}, stage="bench",
+                cache_dir=Path("/tmp/pd-bench-speed-cache"))
+    mtt = method in ("mtt", "mttc")
+    # the floor as the original code ran it (glibc's default malloc), before this process keeps freed memory,
+    # and right after it the same floor with freed memory kept: their ratio is the allocator's share
+    floor_system = _fwd_bwd(RunContext(**base), data, 256)
+    floor_system_100 = _fwd_bwd(RunContext(**base), data, 100) if mtt else None
+    malloc = keep_freed_memory()  # as pd-run does (PD_PLUGINS_MALLOC=system: glibc's defaults), floor included
+    floor_fn = _floor_fn(RunContext(**base), data, 256)
+    floor100_fn = _floor_fn(RunContext(**base), data, 100) if mtt else None
+    floor_start = _timeit(floor_fn, 3)
+    floor_start_100 = _timeit(floor100_fn, 3) if mtt else None
+    settings = dev.configure(device, cudnn_benchmark=switches.get("cudnn_benchmark", False))
+    ctx = RunContext(**base, precision=precision, compile=compile_, channels_last=switches.get("channels_last", False))
+    reps = 3  # timed repetitions of every unit (median)
+    out = {"method": method, "mode": mode, "malloc": malloc["malloc"], "threads": torch.get_num_threads(),
+           "timed_iterations": reps, "device": device,
+           **({"device_settings": settings, "channels_last": ctx.channels_last} if settings else {})}
+    if dev.is_cuda(device):  # the method's own peak, from here on (the floor's is not counted)
+        torch.cuda.reset_peak_memory_stats()
+    cell = build_cell(method, ctx, data, quick, syn_steps, memory)
+    out.update(cell.facts)
+    # every repetition of every unit is timed right after a floor, so a drift of the machine's speed
+    # (these shared CPUs move by 10-40 % between processes) cancels in each ratio
+    seconds, ratios, ratios100, floors = {}, {}, {}, []
+    for unit_name, fn in cell.units.items():
+        samples = []
+        for _ in range(reps):
+            f = _timeit(floor_fn, 1)
+            f100 = _timeit(floor100_fn, 1) if cell.floor100 else None
+            samples.append((_timeit(fn, 1), f, f100))
+            floors.append(f)
+        seconds[unit_name] = statistics.median(t for t, _, _ in samples)
+        ratios[unit_name] = statistics.median(t / f for t, f, _ in samples)
+        if cell.floor100:
+            ratios100[unit_name] = statistics.median(t / f100 for t, _, f100 in samples)
+    out["s_per_iter"] = cell.compose(seconds)
+    out["ratio"] = cell.compose(ratios)
+    out["floor_s"] = statistics.median(floors)
+    if len(cell.units) > 1:
+        out["scaled_from"] = {**{f"{k}_s": v for k, v in seconds.items()}, "counts": cell.counts}
+    if dev.is_cuda(device):  # one more iteration, counting its waits for the GPU
+        out["host_syncs_per_iter"] = sum(_count_syncs(fn) * cell.counts[k] for k, fn in cell.units.items())
+    # the original's column is over glibc's default-malloc floor: our interleaved ratio times the
+    # allocator's share of the floor, both floors timed back to back at the start
     out["floor_system_malloc_s"] = floor_system
-    out["ratio_system_malloc_floor"] = out["s_per_iter"] / floor_system
-    if floor_system_100 is not None:
+    out["floor_start_s"] = floor_start
+    out["ratio_system_malloc_floor"] = out["ratio"] * floor_start / floor_system
+    if cell.floor100:
+        out["ratio_fwd_bwd_100"] = cell.compose(ratios100)
         out["floor_system_malloc_fwd_bwd_100_s"] = floor_system_100
-        out["ratio_system_malloc_fwd_bwd_100"] = out["s_per_iter"] / floor_system_100
-    if "floor_fwd_bwd_100_s" in out:
-        out["ratio_fwd_bwd_100"] = out["s_per_iter"] / out["floor_fwd_bwd_100_s"]
+        out["ratio_system_malloc_fwd_bwd_100"] = out["ratio_fwd_bwd_100"] * floor_start_100 / floor_system_100
     out["peak_rss_gb"] = _peak_gb()
     if dev.is_cuda(device):
         out["peak_cuda_mib"] = round(torch.cuda.max_memory_allocated() / 2 ** 20, 1)

@@ -245,3 +245,21 @@ def test_time_to_accuracy_counts_pruning_time(tta, tmp_path):
     assert set(run["first_reaching"]) == {"95.8", "97.0", "97.5"}
     assert "pruned in" in (tmp_path / "tta.md").read_text()
     assert "pd_plugins/pruning/random.py" in out["provenance"]["measures"]
+
+
+def test_profile_splits_a_dc_iteration_into_its_phases(monkeypatch):
+    """bench_profile times DC's real-side gradients, batched synthetic gradients and distance inside the
+    objective's loss, and the inner training as its own unit; the op families come from the profiler."""
+    profile = _load(monkeypatch, "bench_profile.py")
+    row = profile.run("dc10", "fp32", "digits")
+    assert row["counts"] == {"matching step": 10, "inner training": 9}  # DC's ipc-10 loops
+    match, inner = row["units"]["matching step"], row["units"]["inner training"]
+    parts = [match["phases_s"][k] for k in ("loss > real-side gradients", "loss > synthetic gradients (vmap)",
+                                            "loss > gradient distance")]
+    assert min(parts) > 0 and sum(parts) <= match["phases_s"]["loss (forward side)"] <= match["wall_s"]
+    assert match["phases_s"]["backward, update and the rest"] > 0
+    assert inner["phases_s"]["inner training"] == pytest.approx(inner["wall_s"], rel=0.05)
+    assert match["families_s"]["convolution backward"] > 0 and "grid sampling (DSA)" not in match["families_s"]
+    assert profile.family("aten::native_group_norm_backward") == "group norm backward"
+    sys.modules.pop("bench_speed", None)
+    sys.modules.pop("_common", None)
