@@ -14,8 +14,8 @@ direction the paper claims.
 ``docs/reproduction/runs.jsonl`` is the report's data: one record per cell (its config, accuracy,
 learned lr, the plan's re-evaluations, cross-architecture accuracies, and the commit and date it
 was measured at). Writing the report merges it with the run directories under ``--runs``: a
-study/dataset whose sweep there is complete replaces its records, every other record is carried
-over as it is, so the report regenerates without the old run directories and names the commit
+study/dataset whose sweep there is complete, or holds every carried cell of it, replaces its records;
+every other record is carried over as it is, so the report regenerates without the old run directories and names the commit
 each study was measured at. Plots go to ``docs/reproduction/`` too.
 """
 from __future__ import annotations
@@ -267,8 +267,9 @@ def load_records(path: Path) -> list[dict]:
 def merge_records(plan: dict, carried: list[dict], runs: Path) -> tuple[list[dict], list[str]]:
     """``carried`` with every study/dataset the run directories hold in full replaced by their records.
 
-    A study/dataset whose sweep under ``runs`` is incomplete replaces nothing unless nothing is carried for
-    it; records of studies no longer in the plan are dropped. Returns the records and what was replaced.
+    A study/dataset whose sweep under ``runs`` is incomplete replaces its carried records only when it holds
+    every carried cell (it has grown past them); otherwise the carried set stays whole. Records of studies no
+    longer in the plan are dropped. Returns the records and what was replaced.
     """
     fresh, replaced = {}, []
     for study, ds, sweep in study_sweeps(plan, Path("."), None):
@@ -276,13 +277,13 @@ def merge_records(plan: dict, carried: list[dict], runs: Path) -> tuple[list[dic
             continue
         recs = cell_records(plan, runs, study, ds, sweep)
         complete = len(recs) == len(sweep.cells())
-        has_carried = any(r["study"] == study and r["dataset"] == ds for r in carried)
-        if complete or not has_carried:
+        carried_cells = {r.get("cell") for r in carried if r["study"] == study and r["dataset"] == ds}
+        if complete or carried_cells <= {r.get("cell") for r in recs}:
             fresh[(study, ds)] = recs
             replaced.append(f"{study}/{ds}")
         else:
             print(f"{study}/{ds}: {len(recs)} of {len(sweep.cells())} cells finished under {runs}; "
-                  "keeping the carried-over records until the sweep is complete", file=sys.stderr)
+                  "keeping the carried-over records, which name cells it lacks", file=sys.stderr)
     order = [(study, ds) for study, spec in plan["studies"].items() for ds in spec["datasets"]]
     out = []
     for key in order:

@@ -210,3 +210,21 @@ def test_margin_claims_need_the_whole_margin(repro):
     assert over["verdict"].startswith("holds") and repro._holds(over)
     assert short["verdict"] == "misses the 2 pp margin" and not repro._holds(short)
     assert worse["verdict"] == "misses the 2 pp margin (reversed)" and not repro._holds(worse)
+
+
+def test_a_partial_sweep_replaces_the_carried_cells_it_has_grown_past(repro, monkeypatch, tmp_path):
+    """A sweep still running replaces the carried records of its study only once it holds every carried cell."""
+    class Sweep:
+        def cells(self):
+            return ["a", "b", "c", "d"]
+
+    plan = {"studies": {"s": {"datasets": ["d"]}}}
+    monkeypatch.setattr(repro, "study_sweeps", lambda plan, root, data: [("s", "d", Sweep())])
+    (tmp_path / "s" / "d").mkdir(parents=True)
+    (tmp_path / "s" / "d" / "sweep.json").write_text("{}")
+    fresh = [{"kind": "cell", "study": "s", "dataset": "d", "cell": c, "acc": 0.9} for c in ("a", "b", "c")]
+    monkeypatch.setattr(repro, "cell_records", lambda *args: fresh)
+    carried = [{"kind": "cell", "study": "s", "dataset": "d", "cell": "a", "acc": 0.5}]
+    assert repro.merge_records(plan, carried, tmp_path) == (fresh, ["s/d"])
+    carried.append({"kind": "cell", "study": "s", "dataset": "d", "cell": "z", "acc": 0.5})  # not in the sweep
+    assert repro.merge_records(plan, carried, tmp_path) == (carried, [])
