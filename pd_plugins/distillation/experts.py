@@ -13,6 +13,7 @@ import warnings
 import zipfile
 from dataclasses import replace
 from pathlib import Path
+from typing import Optional
 
 import torch
 
@@ -43,6 +44,12 @@ def expert_key(data: ImageDataset, ctx: RunContext, recipe: ExpertRecipe, zca=No
         "augmentation": {"name": ctx.augmentation, "options": ctx.augmentation_options} if recipe.augment else None,
         "precision": ctx.precision, "seed": ctx.seed, **device_key(ctx.device),
     }
+
+
+def expert_context(ctx: RunContext, seed: Optional[int]) -> RunContext:
+    """``ctx`` with the seed the experts are trained with: ``seed``, or the run's own when None. A fixed seed
+    makes every distillation seed share one cached expert buffer (MTT's ``buffer.py`` trains it once)."""
+    return ctx if seed is None else replace(ctx, seed=int(seed))
 
 
 def expert_dir(data: ImageDataset, ctx: RunContext, recipe: ExpertRecipe, zca=None) -> Path:
