@@ -119,6 +119,8 @@ def test_mtt_experts_cached_and_lr_learned(host, tiny, tmp_path):
 def test_mtt_expert_seed_shares_one_buffer_across_run_seeds(host, tiny, tmp_path):
     """expert_seed fixes the experts' seed: runs of other seeds reuse them (MTT trains its buffer once) while
     their own seed still drives the distillation; -1 (the default) gives each run seed its own experts."""
+    from pathlib import Path
+
     from pd_plugins.distillation.experts import load_trajectory
 
     def run(seed, **kw):
@@ -136,7 +138,6 @@ def test_mtt_expert_seed_shares_one_buffer_across_run_seeds(host, tiny, tmp_path
     assert not torch.equal(shared1.images, shared2.images)  # the run seed still draws the distillation
     fresh = run(0, expert_seed=5)
     assert fresh.meta["experts_trained"] == 2
-    from pathlib import Path
     assert not torch.equal(load_trajectory(Path(fresh.meta["experts_dir"]), 0),
                            load_trajectory(Path(own0.meta["experts_dir"]), 0))
     with pytest.raises(ValueError, match="expert_seed"):
