@@ -32,7 +32,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RESULTS, code_fingerprint, loadavg, provenance, write_json  # noqa: E402
-from bench_speed import MODEL_OPTIONS, MODES, build_cell, _load, _timeit, _floor_fn  # noqa: E402
+from bench_speed import MODEL_OPTIONS, MODES, bench_context_options, build_cell, _load, _timeit, _floor_fn  # noqa: E402
 
 METHODS = ("dm", "dc1", "dc10", "dsa10", "mtt")
 #: op family -> substrings of aten op names (first match wins, in this order)
@@ -112,8 +112,9 @@ def profile_unit(fn, objective) -> dict:
     families: dict = defaultdict(float)
     other: dict = {}
     for event in prof.key_averages():
-        families[family(event.key)] += event.self_cpu_time_total / 1e6
-        if family(event.key) == "other":
+        kind = family(event.key)
+        families[kind] += event.self_cpu_time_total / 1e6
+        if kind == "other":
             other[event.key] = event.self_cpu_time_total / 1e6
     top_other = dict(sorted(other.items(), key=lambda kv: -kv[1])[:4])
     phases["backward, update and the rest"] = wall - sum(v for k, v in phases.items()
@@ -128,8 +129,7 @@ def run(method: str, mode: str, data_path: str) -> dict:
 
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "2")))
     data = _load(data_path)
-    base = dict(seed=0, device="cpu", model="convnet", model_options=dict(MODEL_OPTIONS), stage="bench",
-                cache_dir=Path("/tmp/pd-bench-profile-cache"))
+    base = bench_context_options("cpu", MODEL_OPTIONS["width"], "/tmp/pd-bench-profile-cache")
     precision, compile_ = MODES[mode]
     floor = _timeit(_floor_fn(RunContext(**base), data, 256), 3)
     ctx = RunContext(**base, precision=precision, compile=compile_)
@@ -145,9 +145,9 @@ def _share_table(rows: list[dict], key: str) -> list[str]:
     for r in rows:
         for unit in r["units"]:
             columns.append((r, unit))
-    names = list(dict.fromkeys(k for r, u in columns for k in r["units"][u][key]))
+    present = {k for r, u in columns for k in r["units"][u][key]}
     order = [*FAMILIES, "other"] if key == "families_s" else PHASE_ORDER
-    names = [n for n in order if n in names]
+    names = [n for n in order if n in present]
     head = "| " + ("phase" if key == "phases_s" else "op family (self CPU time)") + " | " + " | ".join(
         f"{r['method']} {u}" for r, u in columns) + " |"
     lines = [head, "|" + "---|" * (len(columns) + 1)]

@@ -205,6 +205,12 @@ def build_cell(method: str, ctx, data, quick: bool, syn_steps: int = 10, memory:
     return Cell({"iteration": iteration}, {"iteration": 1}, facts, floor100=name == "mtt", objective=obj)
 
 
+def bench_context_options(device: str, width: int, cache_dir: str) -> dict:
+    """The ``RunContext`` keywords every benchmark cell and its floor share (seed 0, ConvNet at ``width``)."""
+    return dict(seed=0, device=device, model="convnet", model_options={**MODEL_OPTIONS, "width": width},
+                stage="bench", cache_dir=Path(cache_dir))
+
+
 def worker(method: str, mode: str, data_path: str, quick: bool, syn_steps: int = 10, memory: str = "unrolled",
            device: str = "cpu", width: int = MODEL_OPTIONS["width"]) -> dict:
     import torch
@@ -220,8 +226,7 @@ def worker(method: str, mode: str, data_path: str, quick: bool, syn_steps: int =
         raise SystemExit(f"mode {mode!r} is a CUDA fast path; give --device cuda")
     dev.configure(device)  # the floor runs as pd-run does: deterministic kernels on CUDA
     data = _load(data_path)
-    base = dict(seed=0, device=device, model="convnet", model_options={**MODEL_OPTIONS, "width": width}, stage="bench",
-                cache_dir=Path("/tmp/pd-bench-speed-cache"))
+    base = bench_context_options(device, width, "/tmp/pd-bench-speed-cache")
     mtt = method in ("mtt", "mttc")
     # the floor as the original code ran it (glibc's default malloc), before this process keeps freed memory,
     # and right after it the same floor with freed memory kept: their ratio is the allocator's share
@@ -307,7 +312,7 @@ def _table(rows: list[dict], cuda: bool = False) -> str:
             if r is None or "error" in r:
                 cells.append("error" if r else "–")
             else:
-                fb = r.get("interleaved_ratio_fwd_bwd_100", r.get("ratio_fwd_bwd_100"))
+                fb = r.get("ratio_fwd_bwd_100")
                 extra = f" [{fb:.1f} × fb(100)]" if fb is not None else ""
                 sys_floor = r.get("ratio_system_malloc_floor")
                 if sys_floor is not None:

@@ -80,6 +80,46 @@ def test_stage_tasks_in_a_process_pool_match_the_sequential_path(tmp_path, digit
     assert a_in == a_pool and l_in == l_pool and len(set(l_in)) == 3
 
 
+_SHARE_EXPERTS = """
+import json, sys, time
+from pathlib import Path
+import torch
+torch.set_num_threads(1)
+from pd_plugins.data.builtin import digits
+from pd_plugins.distillation.experts import ExpertRecipe, ensure_experts
+from pd_plugins.pipeline.context import RunContext
+cache, go = Path(sys.argv[1]), Path(sys.argv[2])
+data = digits(None).train.subset(list(range(600)))
+while not go.exists():
+    time.sleep(0.01)
+_, trained = ensure_experts(data, RunContext(seed=3, cache_dir=cache, stage="distill"), ExpertRecipe(epochs=2, batch=32), 6)
+print(json.dumps(trained))
+"""
+
+
+def test_processes_sharing_a_cache_split_an_expert_buffer(tmp_path):
+    """Two inline processes that need the same buffer train part of it each, and no expert twice."""
+    import subprocess
+
+    from pd_plugins.distillation.experts import ExpertRecipe, ensure_experts, load_trajectory
+    from pd_plugins.data.builtin import digits
+    from pd_plugins.pipeline.context import RunContext
+
+    go = tmp_path / "go"
+    procs = [subprocess.Popen([sys.executable, "-c", _SHARE_EXPERTS, str(tmp_path / "shared"), str(go)],
+                              stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    go.touch()
+    counts = [json.loads(p.communicate(timeout=300)[0].strip().splitlines()[-1]) for p in procs]
+    assert all(p.returncode == 0 for p in procs)
+    assert sum(counts) == 6 and min(counts) >= 1, counts
+    data = digits(None).train.subset(list(range(600)))
+    ctx = RunContext(seed=3, cache_dir=tmp_path / "shared", stage="distill")
+    directory, trained = ensure_experts(data, ctx, ExpertRecipe(epochs=2, batch=32), 6)
+    assert trained == 0  # all six are in the cache
+    alone, _ = ensure_experts(data, replace(ctx, cache_dir=tmp_path / "alone"), ExpertRecipe(epochs=2, batch=32), 2)
+    assert all(load_trajectory(directory, i).equal(load_trajectory(alone, i)) for i in range(2))
+
+
 def test_cell_on_a_node_without_the_sweep_filesystem_brings_its_folder_back(tmp_path, host):
     """A cell whose worker cannot see OUT runs node-locally from the driver's partial copy, and its
     finished folder replaces that copy atomically; the result equals a cell run in place."""

@@ -116,6 +116,34 @@ def test_mtt_experts_cached_and_lr_learned(host, tiny, tmp_path):
     assert other.meta["experts_trained"] == 1
 
 
+def test_mtt_expert_seed_shares_one_buffer_across_run_seeds(host, tiny, tmp_path):
+    """expert_seed fixes the experts' seed: runs of other seeds reuse them (MTT trains its buffer once) while
+    their own seed still drives the distillation; -1 (the default) gives each run seed its own experts."""
+    from pathlib import Path
+
+    from pd_plugins.distillation.experts import load_trajectory
+
+    def run(seed, **kw):
+        ctx = RunContext(seed=seed, device="cpu", work_dir=tmp_path / f"run{seed}", cache_dir=tmp_path / "cache",
+                         stage="distill", model_options={"width": 8})
+        return _mtt(host, iterations=2, **kw).distill(tiny, 1, ctx)
+
+    own0, own1 = run(0), run(1)
+    assert own0.meta["experts_trained"] == own1.meta["experts_trained"] == 2
+    assert own0.meta["experts_dir"] != own1.meta["experts_dir"]
+    shared1 = run(1, expert_seed=0)
+    assert shared1.meta["experts_trained"] == 0 and shared1.meta["experts_dir"] == own0.meta["experts_dir"]
+    shared2 = run(2, expert_seed=0)
+    assert shared2.meta["experts_trained"] == 0 and shared2.meta["experts_dir"] == own0.meta["experts_dir"]
+    assert not torch.equal(shared1.images, shared2.images)  # the run seed still draws the distillation
+    fresh = run(0, expert_seed=5)
+    assert fresh.meta["experts_trained"] == 2
+    assert not torch.equal(load_trajectory(Path(fresh.meta["experts_dir"]), 0),
+                           load_trajectory(Path(own0.meta["experts_dir"]), 0))
+    with pytest.raises(ValueError, match="expert_seed"):
+        _mtt(host, expert_seed=-2)
+
+
 def test_mtt_loss_decreases_on_fixed_expert(host, tiny, tmp_path):
     from pd_plugins.distillation.synthetic import class_major_labels, initial_images
 

@@ -13,6 +13,7 @@ import warnings
 import zipfile
 from dataclasses import replace
 from pathlib import Path
+from typing import Optional
 
 import torch
 
@@ -43,6 +44,12 @@ def expert_key(data: ImageDataset, ctx: RunContext, recipe: ExpertRecipe, zca=No
         "augmentation": {"name": ctx.augmentation, "options": ctx.augmentation_options} if recipe.augment else None,
         "precision": ctx.precision, "seed": ctx.seed, **device_key(ctx.device),
     }
+
+
+def expert_context(ctx: RunContext, seed: Optional[int]) -> RunContext:
+    """``ctx`` with the seed the experts are trained with: ``seed``, or the run's own when None. A fixed seed
+    makes every distillation seed share one cached expert buffer (MTT's ``buffer.py`` trains it once)."""
+    return ctx if seed is None else replace(ctx, seed=int(seed))
 
 
 def expert_dir(data: ImageDataset, ctx: RunContext, recipe: ExpertRecipe, zca=None) -> Path:
@@ -92,9 +99,10 @@ def ensure_experts(data: ImageDataset, ctx: RunContext, recipe: ExpertRecipe, n:
     part of the cache key, so experts of different ZCA settings never mix. Missing experts are tasks on
     ``ctx.executor`` (each seeded by its index). Each expert is claimed with a lock file while it trains,
     so processes sharing the cache never train one twice: experts another process is training are
-    waited for, and trained here only if it gave up on them.
+    waited for, and trained here only if it gave up on them. Inline, the claim is taken one expert at a
+    time, so two processes that need the same buffer train half of it each.
     """
-    from pd_plugins.executor import run_tasks
+    from pd_plugins.executor import INLINE, run_tasks
     from pd_plugins.io import atomic_torch_save, atomic_write_json
     from pd_plugins.locks import FileLock
 
@@ -116,17 +124,26 @@ def ensure_experts(data: ImageDataset, ctx: RunContext, recipe: ExpertRecipe, n:
         atomic_torch_save({"trajectory": traj, "expert": i, "recipe": recipe.__dict__}, expert_path(directory, i))
 
     missing = [i for i in range(n) if not _expert_ready(expert_path(directory, i), i)]
+    # a parallel executor gets every unclaimed expert in one map; trained inline, experts are claimed one at a
+    # time, so processes sharing the cache (sweep workers) split the buffer instead of one waiting on the other
+    executor = ctx.executor or INLINE
+    chunk = len(missing) if executor.kind != INLINE.kind else 1
     held: dict[int, FileLock] = {}
+
+    def trained_here():
+        for start in range(0, len(missing), max(chunk, 1)):
+            for i in missing[start:start + chunk]:
+                lock = claim(i)
+                if lock.try_acquire():
+                    held[i] = lock
+            # another process may have finished one between the first look and the claim
+            todo = [i for i in missing[start:start + chunk] if i in held
+                    and not _expert_ready(expert_path(directory, i), i, warn=False)]
+            yield from run_tasks(ectx, _expert_task, [(i, (i,)) for i in todo], shared=(data, recipe))
+
     trained = 0
     try:
-        for i in missing:
-            lock = claim(i)
-            if lock.try_acquire():
-                held[i] = lock
-        # another process may have finished one between the first look and the claim
-        todo = [i for i in held if not _expert_ready(expert_path(directory, i), i, warn=False)]
-        results = run_tasks(ectx, _expert_task, [(i, (i,)) for i in todo], shared=(data, recipe))
-        for i, traj in ctx.progress(results, total=len(todo), desc="experts"):
+        for i, traj in ctx.progress(trained_here(), total=len(missing), desc="experts"):
             store(i, traj)
             held.pop(i).release()
             trained += 1

@@ -19,7 +19,7 @@ import torch
 from pd_plugins.training import accel
 from pd_plugins.errors import OptionsError
 from pd_plugins.training.evaluate import soft_cross_entropy
-from pd_plugins.distillation.experts import ExpertRecipe, ensure_experts, load_trajectory
+from pd_plugins.distillation.experts import ExpertRecipe, ensure_experts, expert_context, load_trajectory
 from pd_plugins.distillation.objectives import Objective, distill_pixels
 from pd_plugins.options import as_dict, option
 from pd_plugins.strategies import Distiller
@@ -58,7 +58,7 @@ class TrajectoryObjective(Objective):
     def __init__(self, *, recipe: ExpertRecipe, experts: int = 100, syn_steps: int = 20, expert_epochs: int = 3,
                  max_start_epoch: int = 25, batch_syn: int = 0, lr_teacher: float = 0.01, lr_lr: float = 1e-5,
                  augment: bool = True, soft_labels: bool = False, lr_labels: float = 2.0, memory: str = "unrolled",
-                 zca=None, fit_batch: bool = True):
+                 zca=None, fit_batch: bool = True, expert_seed: Optional[int] = None):
         if memory not in ("unrolled", "constant"):
             raise OptionsError(f"unknown MTT memory mode {memory!r}; use unrolled or constant")
         if max_start_epoch + expert_epochs > recipe.epochs:
@@ -69,6 +69,7 @@ class TrajectoryObjective(Objective):
         self.lr_teacher, self.lr_lr, self.augment = lr_teacher, lr_lr, augment
         self.soft_labels, self.lr_labels = soft_labels, lr_labels
         self.memory, self.fit_batch = memory, fit_batch
+        self.expert_seed = expert_seed  # None: the run's seed
         self.zca = zca  # the transform ``data`` was whitened with (expert cache identity)
         self._cache: dict[int, torch.Tensor] = {}
         self.trained_experts = 0
@@ -76,7 +77,8 @@ class TrajectoryObjective(Objective):
     def setup(self, data, ipc, labels, ctx):
         if self.fit_batch:
             self.recipe = fit_expert_batch(self.recipe, len(data), self.syn_steps, self.expert_epochs)
-        self.directory, self.trained_experts = ensure_experts(data, ctx, self.recipe, self.n_experts, self.zca)
+        self.directory, self.trained_experts = ensure_experts(data, expert_context(ctx, self.expert_seed),
+                                                              self.recipe, self.n_experts, self.zca)
         self.setup_student(data, labels, ctx)
 
     def setup_student(self, data, labels, ctx):
@@ -269,6 +271,8 @@ class MTT(Distiller):
         lr_lr: float = option(1e-5, "SGD learning rate of the learned student lr")
         lr_teacher: float = option(0.01, "expert SGD lr and the initial learned student lr")
         experts: int = option(100, "number of expert trajectories (trained and cached when missing)")
+        expert_seed: int = option(-1, "seed the experts are trained with (-1: the run's seed); a fixed value shares "
+                                      "one expert buffer across distillation seeds, as MTT trains its buffer once")
         train_epochs: int = option(50, "epochs each expert is trained (>= max_start_epoch + expert_epochs)")
         expert_batch: int = option(256, "expert training batch size")
         fit_expert_batch: bool = option(True, "cap expert_batch at pool_size * expert_epochs // syn_steps, so that a "
@@ -297,6 +301,8 @@ class MTT(Distiller):
                 raise ValueError("train_epochs must be >= max_start_epoch + expert_epochs")
             if self.lr_teacher <= 0:
                 raise ValueError("lr_teacher must be > 0")
+            if self.expert_seed < -1:
+                raise ValueError("expert_seed must be >= 0, or -1 for the run's seed")
 
     budgets = {"quick": {"iterations": 100, "syn_steps": 10, "expert_epochs": 2, "max_start_epoch": 4,
                          "train_epochs": 6, "experts": 4, "lr_img": 10.0, "lr_lr": 1e-6},
@@ -325,7 +331,8 @@ class MTT(Distiller):
                                    expert_epochs=o.expert_epochs, max_start_epoch=o.max_start_epoch,
                                    batch_syn=o.batch_syn, lr_teacher=o.lr_teacher, lr_lr=o.lr_lr,
                                    augment=o.augment, soft_labels=o.soft_labels, lr_labels=o.lr_labels,
-                                   memory=o.memory, zca=zca, fit_batch=o.fit_expert_batch)
+                                   memory=o.memory, zca=zca, fit_batch=o.fit_expert_batch,
+                                   expert_seed=None if o.expert_seed < 0 else o.expert_seed)
 
     def fit_zca(self, data):
         """The ZCA transform fitted on ``data`` (the pool) when ``zca`` is on, else None."""
@@ -336,7 +343,9 @@ class MTT(Distiller):
     def experts(self, data, ctx):
         """Train (or reuse) this configuration's expert trajectories on ``data`` (whitened when ``zca``)."""
         zca = self.fit_zca(data)
-        return ensure_experts(zca.apply(data) if zca else data, ctx, self.recipe(len(data)), self.options.experts, zca)
+        seed = None if self.options.expert_seed < 0 else self.options.expert_seed
+        return ensure_experts(zca.apply(data) if zca else data, expert_context(ctx, seed), self.recipe(len(data)),
+                              self.options.experts, zca)
 
     def cost(self, data, ipc, ctx, init_pool=None):
         """Experts: SGD on the pool at the expert batch, ``experts x train_epochs`` epochs. Distillation: the
