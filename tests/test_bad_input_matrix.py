@@ -79,7 +79,7 @@ def test_negative_checkpoint_interval(host, tmp_path):
     (["--model-option", "width=abc"], "not an integer"),
     (["--dataset-option", "foo=1"], "unknown option 'foo' for dataset 'digits'"),
     (["--distiller", "mtt", "-D", "experts=0"], "experts must be >= 1"),
-    (["--distiller", "mtt", "-D", "max_start_epoch=60"], "train_epochs must be >= max_start_epoch + expert_epochs"),
+    (["--distiller", "mtt", "-D", "max_start_epoch=60"], "train_epochs must be >= max_start_epoch - 1 + expert_epochs"),
 ])
 def test_bad_run_settings(host, tmp_path, args, expect):
     check_error(["--pruner", "random", *FAST, *args], tmp_path / "run", expect)

@@ -144,6 +144,21 @@ def test_mtt_expert_seed_shares_one_buffer_across_run_seeds(host, tiny, tmp_path
         _mtt(host, expert_seed=-2)
 
 
+def test_mtt_experts_train_only_to_the_latest_target_epoch(host, tiny, tmp_path):
+    """Start epochs run 0..max_start_epoch-1, so experts need max_start_epoch - 1 + expert_epochs epochs: one
+    fewer is refused, and exactly that many is enough for every segment the run draws."""
+    from pathlib import Path
+
+    from pd_plugins.distillation.experts import load_trajectory
+
+    with pytest.raises(ValueError, match="train_epochs must be >= max_start_epoch - 1 \\+ expert_epochs"):
+        _mtt(host, max_start_epoch=2, expert_epochs=2, train_epochs=2)
+    res = _mtt(host, max_start_epoch=2, expert_epochs=2, train_epochs=3, iterations=12).distill(tiny, 1, _ctx(tmp_path))
+    assert load_trajectory(Path(res.meta["experts_dir"]), 0).shape[0] == 4  # epochs 0..3
+    starts = {row["start_epoch"] for row in res.history if "start_epoch" in row}
+    assert starts == {0, 1}  # the segment 1 -> 3 reaches the last stored epoch
+
+
 def test_mtt_loss_decreases_on_fixed_expert(host, tiny, tmp_path):
     from pd_plugins.distillation.synthetic import class_major_labels, initial_images
 

@@ -61,9 +61,9 @@ class TrajectoryObjective(Objective):
                  zca=None, fit_batch: bool = True, expert_seed: Optional[int] = None):
         if memory not in ("unrolled", "constant"):
             raise OptionsError(f"unknown MTT memory mode {memory!r}; use unrolled or constant")
-        if max_start_epoch + expert_epochs > recipe.epochs:
-            raise OptionsError(f"max_start_epoch + expert_epochs ({max_start_epoch} + {expert_epochs}) exceeds the "
-                               f"{recipe.epochs} expert training epochs")
+        if max_start_epoch - 1 + expert_epochs > recipe.epochs:  # the latest target epoch a segment can reach
+            raise OptionsError(f"max_start_epoch - 1 + expert_epochs ({max_start_epoch} - 1 + {expert_epochs}) "
+                               f"exceeds the {recipe.epochs} expert training epochs")
         self.recipe, self.n_experts, self.syn_steps = recipe, experts, syn_steps
         self.expert_epochs, self.max_start_epoch, self.batch_syn = expert_epochs, max_start_epoch, batch_syn
         self.lr_teacher, self.lr_lr, self.augment = lr_teacher, lr_lr, augment
@@ -273,7 +273,8 @@ class MTT(Distiller):
         experts: int = option(100, "number of expert trajectories (trained and cached when missing)")
         expert_seed: int = option(-1, "seed the experts are trained with (-1: the run's seed); a fixed value shares "
                                       "one expert buffer across distillation seeds, as MTT trains its buffer once")
-        train_epochs: int = option(50, "epochs each expert is trained (>= max_start_epoch + expert_epochs)")
+        train_epochs: int = option(50, "epochs each expert is trained (>= max_start_epoch - 1 + "
+                                  "expert_epochs, the latest target epoch)")
         expert_batch: int = option(256, "expert training batch size")
         fit_expert_batch: bool = option(True, "cap expert_batch at pool_size * expert_epochs // syn_steps, so that a "
                                               "matched expert segment holds at least syn_steps SGD steps on a small "
@@ -297,8 +298,9 @@ class MTT(Distiller):
                          "expert_batch"):
                 if getattr(self, name) < 1:
                     raise ValueError(f"{name} must be >= 1")
-            if self.max_start_epoch + self.expert_epochs > self.train_epochs:
-                raise ValueError("train_epochs must be >= max_start_epoch + expert_epochs")
+            if self.max_start_epoch - 1 + self.expert_epochs > self.train_epochs:
+                raise ValueError("train_epochs must be >= max_start_epoch - 1 + expert_epochs (the latest target "
+                                 "epoch: start epochs run 0..max_start_epoch-1)")
             if self.lr_teacher <= 0:
                 raise ValueError("lr_teacher must be > 0")
             if self.expert_seed < -1:
