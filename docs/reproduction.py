@@ -401,6 +401,12 @@ def unfinished_note(arm: str, rows: list[dict]) -> str:
     return "; ".join(notes)
 
 
+def claim_study(claim: dict, arm: str) -> str:
+    """The study whose cells an arm of a claim compares: ``baseline_study`` for the baseline where the
+    claim sets it (an arm another study already measures, e.g. random and herding beside full-scale MTT)."""
+    return claim.get("baseline_study", claim["study"]) if arm == "baseline" else claim["study"]
+
+
 def evaluate_claims(plan: dict, records: list[dict]) -> list[dict]:
     out = []
     for claim in plan["claims"]:
@@ -408,10 +414,12 @@ def evaluate_claims(plan: dict, records: list[dict]) -> list[dict]:
         name = claim.get("evaluation")
         selector = evaluation_selector(plan, name)
         for ds in spec["datasets"]:
-            recs = [r for r in records if r["kind"] == "cell" and r["study"] == claim["study"] and r["dataset"] == ds]
-            rows, failed = _arm_rows(recs, name, selector)
-            arms = {}
+            arms, recs = {}, []
             for arm in ("baseline", "variant"):
+                study = claim_study(claim, arm)
+                arm_recs = [r for r in records if r["kind"] == "cell" and r["study"] == study and r["dataset"] == ds]
+                recs += [r for r in arm_recs if r not in recs]
+                rows, failed = _arm_rows(arm_recs, name, selector)
                 arms[arm] = (sorted((r for r in rows if matches(r, claim[arm])), key=lambda r: r["seed"]),
                              [r for r in failed if matches(r, claim[arm])])
             (base, base_f), (var, var_f) = arms["baseline"], arms["variant"]
@@ -795,7 +803,8 @@ def write_report(plan: dict, runs: Path, out_md: Path, asset_dir: Path) -> dict:
     L += ["",
           "## Claims", "",
           "A claim id ending in `_fixed_lr` re-checks the claim above it with the same distilled sets evaluated at a "
-          "fixed lr (see \"Re-evaluations\").", "",
+          "fixed lr (see \"Re-evaluations\"). A claim whose plan entry names a `baseline_study` takes its "
+          "baseline's cells from that study (the full-scale mission claims compare MTT with random and herding).", "",
           "| claim | source | dataset | baseline (%) | variant (%) | Δ (pp) | Welch p | verdict | measured at |",
           "|---|---|---|---|---|---|---|---|---|"]
     for r in results:

@@ -17,10 +17,10 @@ def test_every_claim_arm_selects_one_cell_per_seed(repro):
         spec = plan["studies"][claim["study"]]
         seeds = spec.get("seeds", plan["seeds"])
         for ds in spec["datasets"]:
-            sw = sweeps[(claim["study"], ds)]
-            assert sw.fixed["data_root"] == str(Path("/data") / plan["datasets"][ds]["file"])
-            rows = [repro.row_of_cell(c) for c in sw.cells()]
             for arm in ("baseline", "variant"):
+                sw = sweeps[(repro.claim_study(claim, arm), ds)]
+                assert sw.fixed["data_root"] == str(Path("/data") / plan["datasets"][ds]["file"])
+                rows = [repro.row_of_cell(c) for c in sw.cells()]
                 hits = [r for r in rows if repro.matches(r, claim[arm])]
                 assert sorted(r["seed"] for r in hits) == sorted(seeds), (claim["id"], ds, arm)
 
@@ -228,3 +228,24 @@ def test_a_partial_sweep_replaces_the_carried_cells_it_has_grown_past(repro, mon
     assert repro.merge_records(plan, carried, tmp_path) == (fresh, ["s/d"])
     carried.append({"kind": "cell", "study": "s", "dataset": "d", "cell": "z", "acc": 0.5})  # not in the sweep
     assert repro.merge_records(plan, carried, tmp_path) == (carried, [])
+
+
+def test_a_claim_can_take_its_baseline_from_another_study(repro):
+    """``baseline_study``: the baseline arm's cells come from that study, the variant's from the claim's own."""
+    def rec(study, distiller, seed, acc, pruner="none"):
+        cfg = {"distiller": distiller, "pruner": pruner, "seed": seed}
+        return {"kind": "cell", "study": study, "dataset": "d", "cell": f"{distiller}_{pruner}_{seed}",
+                "config": cfg, "axes": {"pruner": pruner, "seed": seed}, "acc": acc, "dir": "x",
+                "status": "done", "commit": "c", "date": "t"}
+
+    records = ([rec("base", "random", s, 0.70 + s / 100) for s in range(3)]
+               + [rec("main", "mtt", s, 0.60 + s / 100, pruner="none") for s in range(3)]      # same pruner as the baseline
+               + [rec("main", "mtt", s, 0.80 + s / 100, pruner="el2n-window") for s in range(3)])
+    claim = {"id": "x", "study": "main", "baseline_study": "base", "baseline": {"pruner": "none"},
+             "variant": {"pruner": "el2n-window"}, "expect": "higher"}
+    plan = {"studies": {"main": {"datasets": ["d"]}, "base": {"datasets": ["d"]}}, "claims": [claim]}
+    [res] = repro.evaluate_claims(plan, records)
+    assert [r["distiller"] for r in res["base_rows"]] == ["random"] * 3   # not main's pruner=none MTT cells
+    assert res["delta"] == pytest.approx(0.10) and res["verdict"] == "holds (p < 0.05)"
+    [own] = repro.evaluate_claims({**plan, "claims": [{**claim, "baseline_study": "main"}]}, records)
+    assert own["delta"] == pytest.approx(0.20)
