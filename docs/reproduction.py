@@ -413,15 +413,14 @@ def evaluate_claims(plan: dict, records: list[dict]) -> list[dict]:
         spec = plan["studies"][claim["study"]]
         name = claim.get("evaluation")
         selector = evaluation_selector(plan, name)
+        studies = {arm: claim_study(claim, arm) for arm in ("baseline", "variant")}
         for ds in spec["datasets"]:
-            arms, recs = {}, []
-            for arm in ("baseline", "variant"):
-                study = claim_study(claim, arm)
-                arm_recs = [r for r in records if r["kind"] == "cell" and r["study"] == study and r["dataset"] == ds]
-                recs += [r for r in arm_recs if r not in recs]
-                rows, failed = _arm_rows(arm_recs, name, selector)
+            recs = [r for r in records if r["kind"] == "cell" and r["study"] in studies.values() and r["dataset"] == ds]
+            arms = {}
+            for arm, study in studies.items():
+                rows, failed = _arm_rows([r for r in recs if r["study"] == study], name, selector)
                 arms[arm] = (sorted((r for r in rows if matches(r, claim[arm])), key=lambda r: r["seed"]),
-                             [r for r in failed if matches(r, claim[arm])])
+                             [{**r, "arm": arm} for r in failed if matches(r, claim[arm])])
             (base, base_f), (var, var_f) = arms["baseline"], arms["variant"]
             res = compare([r["acc"] for r in base], [r["acc"] for r in var], claim.get("expect", "higher"))
             if base_f or var_f:
@@ -865,8 +864,7 @@ def write_report(plan: dict, runs: Path, out_md: Path, asset_dir: Path) -> dict:
                          f"{row['seconds'] if row['seconds'] is not None else '–'} | `{commit_of[row['dir']]}` | "
                          f"`{row['dir']}` |")
         for row in r["failed_rows"]:
-            arm = "baseline" if matches(row, r["claim"]["baseline"]) else "variant"
-            L.append(f"| {r['claim']['id']} | {r['dataset']} | {arm} | {row['seed']} | {row['outcome']} | – | "
+            L.append(f"| {r['claim']['id']} | {r['dataset']} | {row['arm']} | {row['seed']} | {row['outcome']} | – | "
                      f"{row['seconds'] if row['seconds'] is not None else '–'} | `{commit_of[row['dir']]}` | "
                      f"`{row['dir']}` |")
     if ca_rows:
